@@ -1,0 +1,68 @@
+"""What every engine service shares: database, configuration, caches, the script sandbox, the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from engine.db import Database
+from engine.models import AuditEntry
+from engine.scripts import BatonScriptEngine
+from engine.serialization import StateSerializer
+from engine.specs import SpecCache
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class EngineConfig:
+    script_timeout: float = 2.0
+    max_file_bytes: int = 5 * 1024 * 1024
+    spec_cache_size: int = 256
+    script_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    clock: Callable[[], datetime] = utcnow
+
+
+class EngineContext:
+    def __init__(self, db: Database, config: EngineConfig) -> None:
+        self.db = db
+        self.config = config
+        self.specs = SpecCache(config.spec_cache_size)
+        self.serializer = StateSerializer()
+        self.script_engine = BatonScriptEngine(
+            timeout=config.script_timeout, functions=dict(config.script_functions)
+        )
+
+    def now(self) -> datetime:
+        return self.config.clock()
+
+    def audit(
+        self,
+        session: Session,
+        action: str,
+        *,
+        actor: str | None,
+        instance_id: str | None = None,
+        task_id: str | None = None,
+        element_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Append one audit entry in the caller's transaction: it commits or rolls back with the change."""
+        session.add(
+            AuditEntry(
+                at=at or self.now(),
+                actor=actor,
+                action=action,
+                instance_id=instance_id,
+                task_id=task_id,
+                element_id=element_id,
+                details=details,
+            )
+        )

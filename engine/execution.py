@@ -1,0 +1,430 @@
+"""Load an instance, let the engine act on it, write everything back in the same transaction.
+
+Every command that changes an instance goes through here, so the projections (human tasks,
+timer jobs, message subscriptions) and the serialized state can never disagree: they are written in
+one transaction, guarded by a row lock (PostgreSQL) and the optimistic ``version`` column (always).
+
+The projections are maintained as differences: the database mirrors what the engine was waiting
+for before the command (an invariant every command keeps), so after the command only the tasks
+that closed or opened are written, with no read-back of the inbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+from SpiffWorkflow.exceptions import SpiffWorkflowException
+from SpiffWorkflow.task import Task, TaskState
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from engine.bpmn import human_task_meta
+from engine.context import EngineContext
+from engine.errors import ConflictError, NotFoundError
+from engine.models import (
+    HumanTask,
+    Job,
+    MessageSubscription,
+    ProcessDefinition,
+    ProcessInstance,
+    TaskCandidate,
+)
+from engine.people import resolve_due, resolve_people, resolve_priority
+from engine.serialization import FORMAT
+
+RUNNING = "running"
+SUSPENDED = "suspended"
+ERROR = "error"
+COMPLETED = "completed"
+CANCELLED = "cancelled"
+FINISHED = (COMPLETED, CANCELLED)
+
+
+@dataclass
+class Failure:
+    """An engine error caught at a task: the workflow is consistent, the failed task is in ERROR."""
+
+    element_id: str | None
+    message: str
+
+
+@dataclass
+class Waits:
+    """What the engine waits for; compared before/after a command to write only the differences."""
+
+    ready: dict[str, Task] = field(default_factory=dict)  # ready human tasks by id
+    messages: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # task id -> (name, key)
+
+
+@dataclass
+class LiveInstance:
+    row: ProcessInstance
+    workflow: BpmnWorkflow
+    before: Waits
+    previous_due: datetime | None = None  # timer due as loaded: the job row changes only if this does
+
+
+def lock_instance(ctx: EngineContext, session: Session, instance_id: str) -> ProcessInstance:
+    """Fetch the instance row for a change; on PostgreSQL the row stays locked until commit."""
+    stmt = select(ProcessInstance).where(ProcessInstance.id == instance_id)
+    if ctx.db.dialect == "postgresql":
+        stmt = stmt.with_for_update()
+    row = session.scalars(stmt).one_or_none()
+    if row is None:
+        raise NotFoundError(f"process instance {instance_id} not found")
+    return row
+
+
+def open_instance(ctx: EngineContext, session: Session, row: ProcessInstance) -> LiveInstance:
+    if row.engine_state is None:
+        raise ConflictError(f"process instance {row.id} has no engine state any more (archived)")
+    spec, subprocess_specs = ctx.specs.get(session, row.definition_id)
+    workflow = ctx.serializer.loads(row.engine_state, spec, subprocess_specs)
+    workflow.script_engine = ctx.script_engine
+    return LiveInstance(row, workflow, waits_of(workflow), row.next_timer_due)
+
+
+def new_instance(
+    ctx: EngineContext,
+    session: Session,
+    definition: ProcessDefinition,
+    *,
+    business_key: str | None,
+    started_by: str | None,
+    now: datetime,
+) -> LiveInstance:
+    spec, subprocess_specs = ctx.specs.get(session, definition.id)
+    workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=ctx.script_engine)
+    row = ProcessInstance(
+        id=str(uuid4()),
+        definition_id=definition.id,
+        definition_key=definition.key,
+        business_key=business_key,
+        state=RUNNING,
+        started_by=started_by,
+        started_at=now,
+        updated_at=now,
+        serializer_version=FORMAT,
+        definition=definition,
+    )
+    return LiveInstance(row, workflow, Waits())
+
+
+def advance(workflow: BpmnWorkflow, action: Callable[[], Any] | None = None) -> Failure | None:
+    """Run ``action`` then the engine steps; an error raised at a task becomes a ``Failure``.
+
+    Errors SpiffWorkflow raises from a task leave that task in ERROR and the rest of the workflow
+    consistent, so the state can be saved and retried. Anything else propagates: the caller's
+    transaction rolls back and nothing is written.
+    """
+    try:
+        if action is not None:
+            action()
+        workflow.do_engine_steps()
+    except SpiffWorkflowException as exc:
+        failed = _failed_task(workflow, exc)
+        if failed is None:
+            raise
+        return Failure(failed.task_spec.bpmn_id or failed.task_spec.name, _message(exc))
+    return None
+
+
+def _failed_task(workflow: BpmnWorkflow, exc: SpiffWorkflowException) -> Task | None:
+    task = getattr(exc, "task", None)
+    if task is not None and task.state == TaskState.ERROR:
+        return task
+    return next(iter(workflow.get_tasks(state=TaskState.ERROR)), None)
+
+
+def _message(exc: BaseException) -> str:
+    parts = [str(exc)]
+    parts += [note for note in getattr(exc, "__notes__", []) if note not in parts[0]]
+    return "; ".join(p for p in parts if p)[:4000]
+
+
+def retry_failed(workflow: BpmnWorkflow, variables: dict[str, Any] | None = None) -> int:
+    """Make the tasks that failed runnable again (with corrected data); the next engine steps run them."""
+    failed = workflow.get_tasks(state=TaskState.ERROR)
+    for task in failed:
+        task.reset_branch(None)
+        task.data.update(variables or {})
+    return len(failed)
+
+
+def waits_of(workflow: BpmnWorkflow) -> Waits:
+    waits = Waits()
+    for task in workflow.get_tasks(state=TaskState.READY, manual=True):
+        waits.ready[str(task.id)] = task
+    for task in workflow.event_manager.tasks.values():
+        definition = getattr(task.task_spec, "event_definition", None)
+        if isinstance(definition, MessageEventDefinition):
+            waits.messages[str(task.id)] = (definition.name, _correlation_key(task))
+    return waits
+
+
+def _correlation_key(task: Task) -> str | None:
+    keys = task.workflow.top_workflow.correlations
+    if not keys:
+        return None
+    values = [str(v) for _, v in sorted(keys.items()) if v is not None]
+    return "|".join(values) or None
+
+
+def persist(
+    ctx: EngineContext,
+    session: Session,
+    live: LiveInstance,
+    *,
+    actor: str | None,
+    now: datetime,
+    failure: Failure | None = None,
+    completed: Iterable[str] = (),
+    is_new: bool = False,
+) -> Waits:
+    """Serialize the workflow and bring every projection of it up to date (same transaction)."""
+    row, workflow = live.row, live.workflow
+    after = waits_of(workflow)
+    row.engine_state = ctx.serializer.dumps(workflow)
+    row.updated_at = now
+    if failure is not None:
+        row.state = ERROR
+        row.error_element, row.error_message = failure.element_id, failure.message
+    elif row.state == ERROR:
+        row.state, row.error_element, row.error_message = RUNNING, None, None
+    if workflow.is_completed() and row.state in (RUNNING, ERROR):
+        row.state, row.ended_at = COMPLETED, now
+    row.next_timer_due = next_timer_due(workflow)
+    if is_new:
+        session.add(row)
+    session.flush()  # the instance row exists and its version check runs before dependants
+    _sync_human_tasks(ctx, session, live, after, actor=actor, now=now, completed=set(completed))
+    _sync_messages(session, row.id, live.before, after, now)
+    _sync_timer_job(session, row, live.previous_due, now)
+    if failure is not None:
+        ctx.audit(
+            session,
+            "instance_error",
+            actor=actor,
+            instance_id=row.id,
+            element_id=failure.element_id,
+            details={"message": failure.message},
+            at=now,
+        )
+    if row.state == COMPLETED and row.ended_at == now:
+        ctx.audit(session, "instance_completed", actor=actor, instance_id=row.id, at=now)
+    return after
+
+
+def _sync_human_tasks(
+    ctx: EngineContext,
+    session: Session,
+    live: LiveInstance,
+    after: Waits,
+    *,
+    actor: str | None,
+    now: datetime,
+    completed: set[str],
+) -> None:
+    before = live.before.ready
+    closed = [task_id for task_id in before if task_id not in after.ready]
+    done = [t for t in closed if t in completed]
+    gone = [t for t in closed if t not in completed]
+    if done:
+        session.execute(
+            update(HumanTask)
+            .where(HumanTask.id.in_(done), HumanTask.state == "ready")
+            .values(state="completed", completed_by=actor, completed_at=now, version=HumanTask.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+    if gone:
+        session.execute(
+            update(HumanTask)
+            .where(HumanTask.id.in_(gone), HumanTask.state == "ready")
+            .values(state="cancelled", completed_at=now, version=HumanTask.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        for task_id in gone:
+            ctx.audit(
+                session,
+                "task_cancelled",
+                actor=actor,
+                instance_id=live.row.id,
+                task_id=task_id,
+                element_id=before[task_id].task_spec.bpmn_id,
+                at=now,
+            )
+    opened = [task for task_id, task in after.ready.items() if task_id not in before]
+    if not opened:
+        return
+    rows, candidates = [], []
+    for task in opened:
+        meta = human_task_meta(task.task_spec)
+        task_id = str(task.id)
+        groups = resolve_people(meta.candidate_groups, task.data) or ((meta.lane,) if meta.lane else ())
+        users = resolve_people(meta.candidate_users, task.data)
+        assignee = next(iter(resolve_people((meta.assignee,) if meta.assignee else (), task.data)), None)
+        rows.append(
+            {
+                "id": task_id,
+                "instance_id": live.row.id,
+                "definition_key": live.row.definition_key,
+                "element_id": task.task_spec.bpmn_id,
+                "name": task.task_spec.bpmn_name or task.task_spec.bpmn_id,
+                "lane": meta.lane,
+                "assignee": assignee,
+                "due_at": resolve_due(meta.due_date, task.data, now),
+                "priority": resolve_priority(meta.priority, task.data),
+                "form_key": meta.form_key,
+                "state": "ready",
+                "created_at": now,
+                "version": 1,
+            }
+        )
+        candidates += [{"task_id": task_id, "kind": "group", "name": g} for g in groups]
+        candidates += [{"task_id": task_id, "kind": "user", "name": u} for u in users]
+        ctx.audit(
+            session,
+            "task_created",
+            actor=actor,
+            instance_id=live.row.id,
+            task_id=task_id,
+            element_id=task.task_spec.bpmn_id,
+            details={"assignee": assignee, "candidate_groups": list(groups), "candidate_users": list(users)},
+            at=now,
+        )
+    session.execute(insert(HumanTask), rows)
+    if candidates:
+        session.execute(insert(TaskCandidate), candidates)
+
+
+def _sync_messages(session: Session, instance_id: str, before: Waits, after: Waits, now: datetime) -> None:
+    if before.messages == after.messages:
+        return
+    stale = [t for t, sub in before.messages.items() if after.messages.get(t) != sub]
+    if stale:
+        session.execute(
+            delete(MessageSubscription).where(
+                MessageSubscription.instance_id == instance_id, MessageSubscription.task_id.in_(stale)
+            )
+        )
+    fresh = [
+        {"instance_id": instance_id, "message_name": n, "correlation_key": k, "task_id": t, "created_at": now}
+        for t, (n, k) in after.messages.items()
+        if before.messages.get(t) != (n, k)
+    ]
+    if fresh:
+        session.execute(insert(MessageSubscription), fresh)
+
+
+def _sync_timer_job(session: Session, row: ProcessInstance, previous: datetime | None, now: datetime) -> None:
+    """Keep exactly one pending timer job per instance, due at its earliest timer."""
+    due = row.next_timer_due if row.state in (RUNNING, ERROR) else None
+    if due == previous:
+        return
+    session.execute(delete(Job).where(Job.instance_id == row.id, Job.kind == "timer"))
+    if due is not None:
+        session.execute(
+            insert(Job).values(
+                kind="timer", instance_id=row.id, due_at=due, state="pending", attempts=0, max_attempts=5,
+                created_at=now,
+            )
+        )
+
+
+def next_timer_due(workflow: BpmnWorkflow) -> datetime | None:
+    """Earliest due time of the timers the workflow waits on, from the tasks' stored event values."""
+    due: datetime | None = None
+    for task in workflow.event_manager.tasks.values():
+        definition = getattr(task.task_spec, "event_definition", None)
+        value = task.internal_data.get("event_value")
+        if value is None or not isinstance(definition, TimerEventDefinition | MultipleEventDefinition):
+            continue
+        for candidate in _due_times(value):
+            if due is None or candidate < due:
+                due = candidate
+    return due
+
+
+def _due_times(value: Any) -> list[datetime]:
+    if isinstance(value, dict):
+        if value.get("cycles", 1) == 0:
+            return []
+        return _due_times(value.get("next"))
+    if isinstance(value, list | tuple):
+        return [d for item in value for d in _due_times(item)]
+    if isinstance(value, datetime):
+        return [_aware(value)]
+    if isinstance(value, str):
+        try:
+            return [_aware(TimerEventDefinition.get_datetime(value))]
+        except (ValueError, TypeError):
+            return []
+    return []
+
+
+def _aware(value: datetime) -> datetime:
+    """SpiffWorkflow treats naive timer dates as server local time; store everything in UTC."""
+    if value.tzinfo is None:
+        value = value.astimezone()
+    return value.astimezone(UTC)
+
+
+def task_by_id(workflow: BpmnWorkflow, task_id: str) -> Task | None:
+    try:
+        return workflow.get_task_from_id(UUID(task_id))
+    except Exception:  # noqa: BLE001 - SpiffWorkflow raises its own TaskNotFoundException or KeyError
+        return None
+
+
+@contextmanager
+def conflicts_as_errors() -> Iterator[None]:
+    """A lost optimistic-lock race surfaces as ConflictError, whatever the database said."""
+    try:
+        yield
+    except StaleDataError as exc:
+        raise ConflictError("someone else changed this process instance first; reload and try again") from exc
+    except IntegrityError as exc:
+        raise ConflictError(f"conflicting change: {exc.orig}") from exc
+
+
+def mutate_instance(
+    ctx: EngineContext,
+    instance_id: str,
+    change: Callable[[Session, LiveInstance, datetime], Mutation],
+    *,
+    actor: str | None,
+    allowed_states: tuple[str, ...] = (RUNNING,),
+) -> ProcessInstance:
+    """The one path for commands on an existing instance: lock, load, change, persist, commit.
+
+    ``change`` acts on the live workflow and returns what to record; an engine failure it reports
+    puts the instance in ``error`` with the element and message (and is committed).
+    """
+    with conflicts_as_errors(), ctx.db.unit_of_work() as uow:
+        session = uow.session
+        row = lock_instance(ctx, session, instance_id)
+        if row.state not in allowed_states:
+            raise ConflictError(f"process instance {instance_id} is {row.state}")
+        live = open_instance(ctx, session, row)
+        now = ctx.now()
+        mutation = change(session, live, now)
+        persist(ctx, session, live, actor=actor, now=now, failure=mutation.failure, completed=mutation.completed)
+        uow.commit()
+        return row
+
+
+@dataclass
+class Mutation:
+    failure: Failure | None = None
+    completed: tuple[str, ...] = ()

@@ -1,0 +1,237 @@
+"""Database tables of the engine.
+
+Plain SQLAlchemy declarative classes: Flask-SQLAlchemy manages them in the web app
+(``SQLAlchemy(model_class=Base)``) and the engine uses them through its unit of work, so the
+same models serve web requests, scheduler jobs and CLI commands. Alembic owns the schema
+(``migrations/``); ``Base.metadata`` is what autogenerate compares against.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite only autoincrements INTEGER keys
+
+
+class UTCDateTime(TypeDecorator):
+    """Timestamps are stored in UTC and always come back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: Baton stores timezone-aware UTC times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Deployment(Base):
+    """One upload of a bundle: its files are kept verbatim for download and re-parsing."""
+
+    __tablename__ = "deployment"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    deployed_by: Mapped[str] = mapped_column(String(150))
+    deployed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    files: Mapped[list[DeploymentFile]] = relationship(
+        back_populates="deployment", cascade="all, delete-orphan", order_by="DeploymentFile.filename"
+    )
+
+
+class DeploymentFile(Base):
+    __tablename__ = "deployment_file"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployment.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(10))  # bpmn | dmn | form
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+    deployment: Mapped[Deployment] = relationship(back_populates="files")
+
+    __table_args__ = (UniqueConstraint("deployment_id", "filename"),)
+
+
+class ProcessDefinition(Base):
+    """A deployed version of one executable process (``key`` is the BPMN process id)."""
+
+    __tablename__ = "process_definition"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str | None] = mapped_column(String(255))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployment.id"), index=True)
+    deployed_by: Mapped[str] = mapped_column(String(150))
+    deployed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    deployment: Mapped[Deployment] = relationship()
+
+    __table_args__ = (UniqueConstraint("key", "version"),)
+
+
+class ProcessInstance(Base):
+    """One running or finished instance; ``engine_state`` is the serialized workflow without its spec."""
+
+    __tablename__ = "process_instance"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    definition_id: Mapped[int] = mapped_column(ForeignKey("process_definition.id"), index=True)
+    definition_key: Mapped[str] = mapped_column(String(255), index=True)
+    business_key: Mapped[str | None] = mapped_column(String(255), index=True)
+    state: Mapped[str] = mapped_column(String(20), index=True)  # running|suspended|error|completed|cancelled
+    started_by: Mapped[str | None] = mapped_column(String(150), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    engine_state: Mapped[str | None] = mapped_column(Text)
+    serializer_version: Mapped[str] = mapped_column(String(20))
+    next_timer_due: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    error_element: Mapped[str | None] = mapped_column(String(255))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    definition: Mapped[ProcessDefinition] = relationship()
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class HumanTask(Base):
+    """Query-friendly projection of the engine's READY user and manual tasks (the inbox)."""
+
+    __tablename__ = "human_task"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the engine task's UUID
+    instance_id: Mapped[str] = mapped_column(ForeignKey("process_instance.id", ondelete="CASCADE"))
+    definition_key: Mapped[str] = mapped_column(String(255))
+    element_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(String(255))
+    lane: Mapped[str | None] = mapped_column(String(255))
+    assignee: Mapped[str | None] = mapped_column(String(150))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    priority: Mapped[int] = mapped_column(Integer, default=50)
+    form_key: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(20))  # ready|completed|cancelled
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(150))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_by: Mapped[str | None] = mapped_column(String(150))
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    candidates: Mapped[list[TaskCandidate]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index("ix_human_task_instance_state", "instance_id", "state"),
+        Index("ix_human_task_assignee_state_due", "assignee", "state", "due_at"),
+        Index("ix_human_task_state_due", "state", "due_at"),
+    )
+
+
+class TaskCandidate(Base):
+    """One candidate user or group of an open task: indexed, so "my groups' tasks" is one index scan."""
+
+    __tablename__ = "task_candidate"
+
+    task_id: Mapped[str] = mapped_column(ForeignKey("human_task.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(5), primary_key=True)  # user | group
+    name: Mapped[str] = mapped_column(String(150), primary_key=True)
+
+    __table_args__ = (Index("ix_task_candidate_kind_name", "kind", "name"),)
+
+
+class Job(Base):
+    """Work the scheduler must do at a time: timers now, retries and async steps later."""
+
+    __tablename__ = "job"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))  # timer | start_timer | retry
+    instance_id: Mapped[str | None] = mapped_column(ForeignKey("process_instance.id", ondelete="CASCADE"))
+    definition_id: Mapped[int | None] = mapped_column(ForeignKey("process_definition.id"))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(10), default="pending")  # pending | failed
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_job_state_due", "state", "due_at"),
+        Index("ix_job_instance_kind", "instance_id", "kind", unique=True),
+    )
+
+
+class AuditEntry(Base):
+    """Append-only record of every state change (a database trigger refuses UPDATE and DELETE)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str | None] = mapped_column(String(150))
+    action: Mapped[str] = mapped_column(String(50))
+    instance_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    task_id: Mapped[str | None] = mapped_column(String(36))
+    element_id: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict | None] = mapped_column(JSON)
+
+
+class MessageSubscription(Base):
+    """Which instance waits for which message (name + correlation key): messages route by index."""
+
+    __tablename__ = "message_subscription"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("process_instance.id", ondelete="CASCADE"), index=True)
+    message_name: Mapped[str] = mapped_column(String(255))
+    correlation_key: Mapped[str | None] = mapped_column(String(255))
+    task_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_message_subscription_name_key", "message_name", "correlation_key"),)

@@ -1,0 +1,207 @@
+"""Runtime service: start, cancel, suspend, resume and retry process instances; read their state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from SpiffWorkflow.task import TaskState
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from engine import results
+from engine.context import EngineContext
+from engine.errors import ConflictError, NotFoundError, ValidationError
+from engine.execution import (
+    CANCELLED,
+    ERROR,
+    RUNNING,
+    SUSPENDED,
+    LiveInstance,
+    Mutation,
+    advance,
+    conflicts_as_errors,
+    mutate_instance,
+    new_instance,
+    open_instance,
+    persist,
+    retry_failed,
+)
+from engine.models import ProcessDefinition, ProcessInstance
+from engine.query import Query
+from engine.serialization import data_to_json
+
+
+def to_instance(row: ProcessInstance, variables: dict[str, Any] | None = None) -> results.ProcessInstance:
+    return results.ProcessInstance(
+        id=row.id,
+        definition_id=row.definition_id,
+        definition_key=row.definition_key,
+        definition_version=row.definition.version,
+        business_key=row.business_key,
+        state=row.state,
+        started_by=row.started_by,
+        started_at=row.started_at,
+        updated_at=row.updated_at,
+        ended_at=row.ended_at,
+        next_timer_due=row.next_timer_due,
+        error_element=row.error_element,
+        error_message=row.error_message,
+        version=row.version,
+        variables=variables,
+    )
+
+
+class InstanceQuery(Query[results.ProcessInstance]):
+    def definition_key(self, key: str) -> InstanceQuery:
+        return self._where(ProcessInstance.definition_key == key)
+
+    def business_key(self, key: str) -> InstanceQuery:
+        return self._where(ProcessInstance.business_key == key)
+
+    def state(self, *states: str) -> InstanceQuery:
+        return self._where(ProcessInstance.state.in_(states))
+
+    def started_by(self, user: str) -> InstanceQuery:
+        return self._where(ProcessInstance.started_by == user)
+
+    def order_by_started(self, descending: bool = True) -> InstanceQuery:
+        col = ProcessInstance.started_at
+        return self._order_by(col.desc() if descending else col, ProcessInstance.id)
+
+
+def _check_variables(variables: Mapping[str, Any] | None) -> dict[str, Any]:
+    if variables is None:
+        return {}
+    if not isinstance(variables, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in variables):
+        raise ValidationError("variables must be an object whose names are identifiers")
+    return dict(variables)
+
+
+class RuntimeService:
+    def __init__(self, ctx: EngineContext) -> None:
+        self._ctx = ctx
+
+    def start(
+        self,
+        key: str,
+        *,
+        business_key: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        started_by: str | None = None,
+    ) -> results.ProcessInstance:
+        """Start the latest version of ``key``. Raises NotFoundError, ValidationError.
+
+        An engine error while running the first steps leaves the instance in ``error`` (created
+        and retryable); the caller sees it in the returned state.
+        """
+        data = _check_variables(variables)
+        ctx = self._ctx
+        with conflicts_as_errors(), ctx.db.unit_of_work() as uow:
+            session = uow.session
+            definition = session.scalars(
+                select(ProcessDefinition)
+                .where(ProcessDefinition.key == key)
+                .order_by(ProcessDefinition.version.desc())
+                .limit(1)
+            ).first()
+            if definition is None:
+                raise NotFoundError(f"no process definition with key {key!r}")
+            now = ctx.now()
+            live = new_instance(ctx, session, definition, business_key=business_key, started_by=started_by, now=now)
+
+            def seed() -> None:
+                for task in live.workflow.get_tasks(state=TaskState.READY):
+                    task.data.update(data)
+
+            failure = advance(live.workflow, seed)
+            ctx.audit(
+                session,
+                "instance_started",
+                actor=started_by,
+                instance_id=live.row.id,
+                details={"definition": f"{key}:{definition.version}", "business_key": business_key,
+                         "variables": data_to_json(data)},
+                at=now,
+            )
+            persist(ctx, session, live, actor=started_by, now=now, failure=failure, is_new=True)
+            uow.commit()
+            return to_instance(live.row)
+
+    def cancel(self, instance_id: str, *, actor: str | None, reason: str | None = None) -> results.ProcessInstance:
+        """Cancel a running, suspended or failed instance; its open tasks close as cancelled."""
+
+        def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
+            live.workflow.cancel()
+            live.row.state, live.row.ended_at = CANCELLED, now
+            self._ctx.audit(session, "instance_cancelled", actor=actor, instance_id=instance_id,
+                            details={"reason": reason}, at=now)
+            return Mutation()
+
+        row = mutate_instance(self._ctx, instance_id, change, actor=actor,
+                              allowed_states=(RUNNING, SUSPENDED, ERROR))
+        return self.get(row.id)
+
+    def suspend(self, instance_id: str, *, actor: str | None) -> results.ProcessInstance:
+        return self._set_state(instance_id, SUSPENDED, actor=actor, allowed=(RUNNING,), action="instance_suspended")
+
+    def resume(self, instance_id: str, *, actor: str | None) -> results.ProcessInstance:
+        return self._set_state(instance_id, RUNNING, actor=actor, allowed=(SUSPENDED,), action="instance_resumed")
+
+    def _set_state(
+        self, instance_id: str, state: str, *, actor: str | None, allowed: tuple[str, ...], action: str
+    ) -> results.ProcessInstance:
+        with conflicts_as_errors(), self._ctx.db.unit_of_work() as uow:
+            row = uow.session.get(ProcessInstance, instance_id)
+            if row is None:
+                raise NotFoundError(f"process instance {instance_id} not found")
+            if row.state not in allowed:
+                raise ConflictError(f"process instance {instance_id} is {row.state}")
+            now = self._ctx.now()
+            before, row.state, row.updated_at = row.state, state, now
+            self._ctx.audit(uow.session, action, actor=actor, instance_id=instance_id,
+                            details={"before": before, "after": state}, at=now)
+            uow.commit()
+        return self.get(instance_id)
+
+    def retry(
+        self, instance_id: str, *, actor: str | None, variables: Mapping[str, Any] | None = None
+    ) -> results.ProcessInstance:
+        """Run the failed steps of an errored instance again, optionally with corrected variables."""
+        fixes = _check_variables(variables)
+
+        def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
+            element = live.row.error_element
+            retry_failed(live.workflow, fixes)
+            self._ctx.audit(session, "instance_retried", actor=actor, instance_id=instance_id,
+                            element_id=element, details={"variables": data_to_json(fixes)}, at=now)
+            return Mutation(failure=advance(live.workflow))
+
+        mutate_instance(self._ctx, instance_id, change, actor=actor, allowed_states=(ERROR,))
+        return self.get(instance_id)
+
+    def get(self, instance_id: str, *, with_variables: bool = False) -> results.ProcessInstance:
+        with self._ctx.db.unit_of_work(write=False) as uow:
+            row = uow.session.get(ProcessInstance, instance_id, options=[joinedload(ProcessInstance.definition)])
+            if row is None:
+                raise NotFoundError(f"process instance {instance_id} not found")
+            variables = self._variables(uow.session, row) if with_variables else None
+            return to_instance(row, variables)
+
+    def variables(self, instance_id: str) -> dict[str, Any]:
+        found = self.get(instance_id, with_variables=True)
+        return found.variables or {}
+
+    def _variables(self, session: Session, row: ProcessInstance) -> dict[str, Any]:
+        """The instance's data as its most recent task sees it, plus workflow-level data."""
+        if row.engine_state is None:
+            return {}
+        workflow = open_instance(self._ctx, session, row).workflow
+        last = workflow.last_task or workflow.task_tree
+        return data_to_json({**workflow.data, **last.data})
+
+    def query(self) -> InstanceQuery:
+        return InstanceQuery(
+            self._ctx.db, select(ProcessInstance).options(joinedload(ProcessInstance.definition)), to_instance
+        )

@@ -1,0 +1,177 @@
+"""Task service: the human tasks people claim, complete and hand over."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from SpiffWorkflow.task import TaskState
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine import results
+from engine.context import EngineContext
+from engine.errors import ConflictError, NotFoundError, ValidationError
+from engine.execution import LiveInstance, Mutation, advance, conflicts_as_errors, mutate_instance, task_by_id
+from engine.models import HumanTask, TaskCandidate
+from engine.query import Query
+from engine.serialization import data_to_json
+
+
+def to_task(row: HumanTask) -> results.UserTask:
+    return results.UserTask(
+        id=row.id,
+        instance_id=row.instance_id,
+        definition_key=row.definition_key,
+        element_id=row.element_id,
+        name=row.name,
+        lane=row.lane,
+        assignee=row.assignee,
+        candidate_users=tuple(c.name for c in row.candidates if c.kind == "user"),
+        candidate_groups=tuple(c.name for c in row.candidates if c.kind == "group"),
+        due_at=row.due_at,
+        priority=row.priority,
+        form_key=row.form_key,
+        state=row.state,
+        created_at=row.created_at,
+        claimed_by=row.claimed_by,
+        claimed_at=row.claimed_at,
+        completed_by=row.completed_by,
+        completed_at=row.completed_at,
+        version=row.version,
+    )
+
+
+class TaskQuery(Query[results.UserTask]):
+    def open(self) -> TaskQuery:
+        return self._where(HumanTask.state == "ready")
+
+    def state(self, *states: str) -> TaskQuery:
+        return self._where(HumanTask.state.in_(states))
+
+    def instance(self, instance_id: str) -> TaskQuery:
+        return self._where(HumanTask.instance_id == instance_id)
+
+    def assignee(self, user: str) -> TaskQuery:
+        return self._where(HumanTask.assignee == user)
+
+    def unassigned(self) -> TaskQuery:
+        return self._where(HumanTask.assignee.is_(None))
+
+    def candidate_user(self, user: str) -> TaskQuery:
+        return self._where(HumanTask.id.in_(_candidates("user", [user])))
+
+    def candidate_groups(self, *groups: str) -> TaskQuery:
+        return self._where(HumanTask.id.in_(_candidates("group", groups)))
+
+    def element(self, element_id: str) -> TaskQuery:
+        return self._where(HumanTask.element_id == element_id)
+
+    def order_by_due(self) -> TaskQuery:
+        return self._order_by(HumanTask.due_at.is_(None), HumanTask.due_at, HumanTask.created_at, HumanTask.id)
+
+    def order_by_created(self) -> TaskQuery:
+        return self._order_by(HumanTask.created_at, HumanTask.id)
+
+
+def _candidates(kind: str, names) -> Any:
+    return select(TaskCandidate.task_id).where(TaskCandidate.kind == kind, TaskCandidate.name.in_(list(names)))
+
+
+class TaskService:
+    def __init__(self, ctx: EngineContext) -> None:
+        self._ctx = ctx
+
+    def query(self) -> TaskQuery:
+        return TaskQuery(self._ctx.db, select(HumanTask), to_task)
+
+    def get(self, task_id: str) -> results.UserTask:
+        with self._ctx.db.unit_of_work(write=False) as uow:
+            return to_task(_row(uow.session, task_id))
+
+    def claim(self, task_id: str, *, user: str, actor: str | None = None) -> results.UserTask:
+        """Take an open task. Raises ConflictError if someone else holds it or it is closed."""
+
+        def change(row: HumanTask, now: datetime) -> dict[str, Any]:
+            if row.assignee and row.assignee != user:
+                raise ConflictError(f"task is already claimed by {row.assignee}")
+            before = row.assignee
+            row.assignee, row.claimed_by, row.claimed_at = user, user, now
+            return {"before": before, "after": user}
+
+        return self._update_task(task_id, change, action="task_claimed", actor=actor or user)
+
+    def unclaim(self, task_id: str, *, actor: str) -> results.UserTask:
+        def change(row: HumanTask, now: datetime) -> dict[str, Any]:
+            before = row.assignee
+            row.assignee, row.claimed_by, row.claimed_at = None, None, None
+            return {"before": before, "after": None}
+
+        return self._update_task(task_id, change, action="task_unclaimed", actor=actor)
+
+    def transfer(self, task_id: str, *, to_user: str, actor: str, comment: str | None = None) -> results.UserTask:
+        """Hand an open task to another user (转交); it lands in their inbox, assigned to them."""
+        if not to_user:
+            raise ValidationError("transfer needs a user to hand the task to")
+
+        def change(row: HumanTask, now: datetime) -> dict[str, Any]:
+            before = row.assignee
+            row.assignee, row.claimed_by, row.claimed_at = to_user, to_user, now
+            return {"before": before, "after": to_user, "comment": comment}
+
+        return self._update_task(task_id, change, action="task_transferred", actor=actor)
+
+    def _update_task(self, task_id: str, change, *, action: str, actor: str) -> results.UserTask:
+        with conflicts_as_errors(), self._ctx.db.unit_of_work() as uow:
+            row = _row(uow.session, task_id)
+            _require_open(row)
+            now = self._ctx.now()
+            details = change(row, now)
+            self._ctx.audit(uow.session, action, actor=actor, instance_id=row.instance_id, task_id=row.id,
+                            element_id=row.element_id, details=details, at=now)
+            uow.session.flush()
+            result = to_task(row)
+            uow.commit()
+        return result
+
+    def complete(self, task_id: str, *, actor: str, data: Mapping[str, Any] | None = None) -> results.UserTask:
+        """Complete an open task with form data and run the process on to its next wait state.
+
+        Raises NotFoundError, ConflictError (already completed, instance not running, or a
+        concurrent change won). Exactly one of several concurrent completions succeeds.
+        """
+        data = dict(data or {})
+        with self._ctx.db.unit_of_work(write=False) as uow:
+            instance_id = _row(uow.session, task_id).instance_id
+
+        def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
+            row = _row(session, task_id)
+            _require_open(row)
+            task = task_by_id(live.workflow, task_id)
+            if task is None or task.state != TaskState.READY:
+                raise ConflictError("task is no longer open")
+
+            def run() -> None:
+                task.data.update(data)
+                task.run()
+
+            failure = advance(live.workflow, run)
+            self._ctx.audit(session, "task_completed", actor=actor, instance_id=live.row.id, task_id=task_id,
+                            element_id=row.element_id, details={"data": data_to_json(data)}, at=now)
+            return Mutation(failure=failure, completed=(task_id,))
+
+        mutate_instance(self._ctx, instance_id, change, actor=actor)
+        return self.get(task_id)
+
+
+def _row(session: Session, task_id: str) -> HumanTask:
+    row = session.get(HumanTask, task_id)
+    if row is None:
+        raise NotFoundError(f"task {task_id} not found")
+    return row
+
+
+def _require_open(row: HumanTask) -> None:
+    if row.state != "ready":
+        raise ConflictError(f"task is already {row.state}")

@@ -1,0 +1,1 @@
+"""Connectors that service tasks call (CRM records, e-mail, webhooks)."""

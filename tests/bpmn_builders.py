@@ -1,0 +1,90 @@
+"""Small BPMN documents for tests, written out in full so a reader sees exactly what runs."""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape
+
+HEADER = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" '
+    'xmlns:camunda="http://camunda.org/schema/1.0/bpmn" '
+    'id="defs_{pid}" targetNamespace="http://baton.test">\n'
+)
+
+
+def linear(pid: str, steps: list[str], *, name: str | None = None) -> bytes:
+    """start -> steps -> end. A step is ``user:ID``, ``script:ID:SOURCE`` or ``manual:ID``."""
+    body, previous = ['<bpmn:startEvent id="start" />'], "start"
+    for index, step in enumerate(steps):
+        kind, element_id, *rest = step.split(":", 2)
+        if kind == "user":
+            body.append(f'<bpmn:userTask id="{element_id}" name="{element_id}" />')
+        elif kind == "manual":
+            body.append(f'<bpmn:manualTask id="{element_id}" name="{element_id}" />')
+        elif kind == "script":
+            body.append(
+                f'<bpmn:scriptTask id="{element_id}" scriptFormat="python">'
+                f"<bpmn:script>{escape(rest[0])}</bpmn:script></bpmn:scriptTask>"
+            )
+        else:
+            raise ValueError(kind)
+        body.append(f'<bpmn:sequenceFlow id="f{index}" sourceRef="{previous}" targetRef="{element_id}" />')
+        previous = element_id
+    body.append('<bpmn:endEvent id="end" />')
+    body.append(f'<bpmn:sequenceFlow id="f_end" sourceRef="{previous}" targetRef="end" />')
+    return _process(pid, name or pid, body)
+
+
+def _process(pid: str, name: str, body: list[str]) -> bytes:
+    xml = (
+        HEADER.format(pid=pid)
+        + f'<bpmn:process id="{pid}" name="{escape(name)}" isExecutable="true">\n'
+        + "\n".join(body)
+        + "\n</bpmn:process>\n</bpmn:definitions>\n"
+    )
+    return xml.encode()
+
+
+def approval(pid: str = "approval3") -> bytes:
+    """The benchmark shape: three user tasks in a row (submit, manager, finance)."""
+    return linear(pid, ["user:submit", "user:manager", "user:finance"])
+
+
+def parallel_users(pid: str = "parallel") -> bytes:
+    """A parallel split into two user tasks, joined again."""
+    body = [
+        '<bpmn:startEvent id="start" />',
+        '<bpmn:parallelGateway id="split" />',
+        '<bpmn:userTask id="left" name="left" camunda:candidateGroups="legal" />',
+        '<bpmn:userTask id="right" name="right" camunda:candidateUsers="alice, bob" camunda:priority="80" />',
+        '<bpmn:parallelGateway id="join" />',
+        '<bpmn:endEvent id="end" />',
+        '<bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="split" />',
+        '<bpmn:sequenceFlow id="f2" sourceRef="split" targetRef="left" />',
+        '<bpmn:sequenceFlow id="f3" sourceRef="split" targetRef="right" />',
+        '<bpmn:sequenceFlow id="f4" sourceRef="left" targetRef="join" />',
+        '<bpmn:sequenceFlow id="f5" sourceRef="right" targetRef="join" />',
+        '<bpmn:sequenceFlow id="f6" sourceRef="join" targetRef="end" />',
+    ]
+    return _process(pid, pid, body)
+
+
+def gateway_on(pid: str, condition: str) -> bytes:
+    """A user task, then an exclusive gateway whose one conditional flow uses ``condition``."""
+    body = [
+        '<bpmn:startEvent id="start" />',
+        '<bpmn:userTask id="ask" name="ask" />',
+        '<bpmn:exclusiveGateway id="gw" default="f_no" />',
+        '<bpmn:userTask id="yes" name="yes" />',
+        '<bpmn:userTask id="no" name="no" />',
+        '<bpmn:endEvent id="end_yes" />',
+        '<bpmn:endEvent id="end_no" />',
+        '<bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="ask" />',
+        '<bpmn:sequenceFlow id="f2" sourceRef="ask" targetRef="gw" />',
+        f'<bpmn:sequenceFlow id="f_yes" sourceRef="gw" targetRef="yes">'
+        f"<bpmn:conditionExpression>{escape(condition)}</bpmn:conditionExpression></bpmn:sequenceFlow>",
+        '<bpmn:sequenceFlow id="f_no" sourceRef="gw" targetRef="no" />',
+        '<bpmn:sequenceFlow id="f3" sourceRef="yes" targetRef="end_yes" />',
+        '<bpmn:sequenceFlow id="f4" sourceRef="no" targetRef="end_no" />',
+    ]
+    return _process(pid, pid, body)

@@ -1,0 +1,1 @@
+"""Baton's web layer: Flask app factory (``web.app.create_app``), blueprints, CLI."""
