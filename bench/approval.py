@@ -82,8 +82,9 @@ def run_facade(url: str, instances: int) -> tuple[list[float], list[float]]:
     per_instance, per_completion = [], []
     for i in range(instances):
         began = time.perf_counter()
-        instance = engine.runtime.start("expense_approval", business_key=f"B-{i}", started_by="bench",
-                                        variables={"initiator": "bench"})
+        instance = engine.runtime.start(
+            "expense_approval", business_key=f"B-{i}", started_by="bench", variables={"initiator": "bench"}
+        )
         for data in STEPS:
             task = engine.tasks.query().instance(instance.id).open().first()
             t0 = time.perf_counter()
@@ -156,7 +157,9 @@ def _print(report: dict, previous: dict | None) -> None:
     figures = report["figures"]
     raw, raw_json = figures["raw"]["completion_us"], figures["raw+json"]["completion_us"]
     print(f"3-step approval, {report['instances']} instances, medians ({report['machine']})")
-    header = "| run | per instance (µs) | per completion (µs) | × raw | × raw+json | instances/s | × previous |"
+    header = (
+        "| run | per instance (µs) | per completion (µs) | × raw | × raw+json | instances/s | × previous |"
+    )
     print(header)
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, f in figures.items():

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from engine.db import Database
-from engine.models import AuditEntry
+from engine.db import AUDIT_BUFFER, Database
+from engine.live import LiveCache
 from engine.scripts import BatonScriptEngine
 from engine.serialization import StateSerializer
 from engine.specs import SpecCache
@@ -25,6 +25,7 @@ class EngineConfig:
     script_timeout: float = 2.0
     max_file_bytes: int = 5 * 1024 * 1024
     spec_cache_size: int = 256
+    live_cache_size: int = 2000  # deserialized workflows kept between commands (0 disables)
     script_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     clock: Callable[[], datetime] = utcnow
 
@@ -35,6 +36,7 @@ class EngineContext:
         self.config = config
         self.specs = SpecCache(config.spec_cache_size)
         self.serializer = StateSerializer()
+        self.live = LiveCache(config.live_cache_size)
         self.script_engine = BatonScriptEngine(
             timeout=config.script_timeout, functions=dict(config.script_functions)
         )
@@ -54,15 +56,18 @@ class EngineContext:
         details: dict[str, Any] | None = None,
         at: datetime | None = None,
     ) -> None:
-        """Append one audit entry in the caller's transaction: it commits or rolls back with the change."""
-        session.add(
-            AuditEntry(
-                at=at or self.now(),
-                actor=actor,
-                action=action,
-                instance_id=instance_id,
-                task_id=task_id,
-                element_id=element_id,
-                details=details,
-            )
+        """Append one audit entry in the caller's transaction: it commits or rolls back with the change.
+
+        Entries are buffered on the session and written in one INSERT when the unit of work commits.
+        """
+        session.info.setdefault(AUDIT_BUFFER, []).append(
+            {
+                "at": at or self.now(),
+                "actor": actor,
+                "action": action,
+                "instance_id": instance_id,
+                "task_id": task_id,
+                "element_id": element_id,
+                "details": details,
+            }
         )

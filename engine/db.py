@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import TracebackType
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from engine.models import AuditEntry
+
+_INSERT_AUDIT = insert(AuditEntry.__table__)
 WRITE_OPTION = "baton_write"
+AUDIT_BUFFER = "baton_audit"  # session.info key: audit rows written in one INSERT at commit
 
 
 def normalize_url(url: str) -> str:
@@ -30,7 +34,7 @@ def create_db_engine(url: str, **kwargs) -> Engine:
     """Create an SQLAlchemy engine with Baton's settings for the given database URL."""
     url = normalize_url(url)
     if make_url(url).get_backend_name() != "sqlite":
-        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_recycle", 1800)  # no pre-ping: it costs a round trip per transaction
     return configure_engine(create_engine(url, **kwargs))
 
 
@@ -96,11 +100,15 @@ class UnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
+            self.session.info.pop(AUDIT_BUFFER, None)
             self.session.rollback()
         finally:
             self.session.close()
 
     def commit(self) -> None:
+        entries = self.session.info.pop(AUDIT_BUFFER, None)
+        if entries:
+            self.session.connection().execute(_INSERT_AUDIT, entries)
         self.session.commit()
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:

@@ -126,7 +126,11 @@ class ManagementService:
             uow.session.execute(
                 update(Job)
                 .where(self._owned(job, owner))
-                .values(lease_owner=None, lease_expires_at=None, due_at=self._ctx.now() + timedelta(seconds=seconds))
+                .values(
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    due_at=self._ctx.now() + timedelta(seconds=seconds),
+                )
             )
             uow.commit()
 
@@ -142,10 +146,16 @@ class ManagementService:
             row.lease_owner, row.lease_expires_at = None, None
             if row.attempts >= row.max_attempts:
                 row.state = "failed"
-                ctx.audit(uow.session, "incident", actor="scheduler", instance_id=row.instance_id,
-                          details={"job": row.id, "kind": row.kind, "error": row.last_error}, at=now)
+                ctx.audit(
+                    uow.session,
+                    "incident",
+                    actor="scheduler",
+                    instance_id=row.instance_id,
+                    details={"job": row.id, "kind": row.kind, "error": row.last_error},
+                    at=now,
+                )
             else:
-                row.due_at = now + timedelta(seconds=min(2 ** row.attempts * 5, 3600))
+                row.due_at = now + timedelta(seconds=min(2**row.attempts * 5, 3600))
             uow.commit()
 
     def failed_jobs(self) -> list[dict]:
@@ -153,7 +163,12 @@ class ManagementService:
         with self._ctx.db.unit_of_work(write=False) as uow:
             rows = uow.session.scalars(select(Job).where(Job.state == "failed").order_by(Job.id))
             return [
-                {"id": j.id, "kind": j.kind, "instance_id": j.instance_id, "attempts": j.attempts,
-                 "error": j.last_error}
+                {
+                    "id": j.id,
+                    "kind": j.kind,
+                    "instance_id": j.instance_id,
+                    "attempts": j.attempts,
+                    "error": j.last_error,
+                }
                 for j in rows
             ]

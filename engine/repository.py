@@ -181,7 +181,9 @@ class RepositoryService:
             rows = uow.session.execute(
                 select(ProcessDefinition.version, func.count(ProcessInstance.id))
                 .join(ProcessInstance, ProcessInstance.definition_id == ProcessDefinition.id)
-                .where(ProcessDefinition.key == key, ProcessInstance.state.in_(("running", "suspended", "error")))
+                .where(
+                    ProcessDefinition.key == key, ProcessInstance.state.in_(("running", "suspended", "error"))
+                )
                 .group_by(ProcessDefinition.version)
             ).all()
             return {version: count for version, count in rows}

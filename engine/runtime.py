@@ -18,10 +18,12 @@ from engine.execution import (
     ERROR,
     RUNNING,
     SUSPENDED,
+    InstanceRecord,
     LiveInstance,
     Mutation,
     advance,
     conflicts_as_errors,
+    keep_live,
     mutate_instance,
     new_instance,
     open_instance,
@@ -33,12 +35,17 @@ from engine.query import Query
 from engine.serialization import data_to_json
 
 
-def to_instance(row: ProcessInstance, variables: dict[str, Any] | None = None) -> results.ProcessInstance:
+def to_instance(
+    row: ProcessInstance | InstanceRecord,
+    variables: dict[str, Any] | None = None,
+    *,
+    definition_version: int | None = None,
+) -> results.ProcessInstance:
     return results.ProcessInstance(
         id=row.id,
         definition_id=row.definition_id,
         definition_key=row.definition_key,
-        definition_version=row.definition.version,
+        definition_version=definition_version if definition_version is not None else row.definition.version,
         business_key=row.business_key,
         state=row.state,
         started_by=row.started_by,
@@ -74,7 +81,9 @@ class InstanceQuery(Query[results.ProcessInstance]):
 def _check_variables(variables: Mapping[str, Any] | None) -> dict[str, Any]:
     if variables is None:
         return {}
-    if not isinstance(variables, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in variables):
+    if not isinstance(variables, Mapping) or not all(
+        isinstance(k, str) and k.isidentifier() for k in variables
+    ):
         raise ValidationError("variables must be an object whose names are identifiers")
     return dict(variables)
 
@@ -109,7 +118,9 @@ class RuntimeService:
             if definition is None:
                 raise NotFoundError(f"no process definition with key {key!r}")
             now = ctx.now()
-            live = new_instance(ctx, session, definition, business_key=business_key, started_by=started_by, now=now)
+            live = new_instance(
+                ctx, session, definition, business_key=business_key, started_by=started_by, now=now
+            )
 
             def seed() -> None:
                 for task in live.workflow.get_tasks(state=TaskState.READY):
@@ -121,33 +132,50 @@ class RuntimeService:
                 "instance_started",
                 actor=started_by,
                 instance_id=live.row.id,
-                details={"definition": f"{key}:{definition.version}", "business_key": business_key,
-                         "variables": data_to_json(data)},
+                details={
+                    "definition": f"{key}:{definition.version}",
+                    "business_key": business_key,
+                    "variables": data_to_json(data),
+                },
                 at=now,
             )
-            persist(ctx, session, live, actor=started_by, now=now, failure=failure, is_new=True)
+            persist(ctx, session, live, actor=started_by, now=now, failure=failure)
+            keep_live(ctx, uow, live)
             uow.commit()
-            return to_instance(live.row)
+            return to_instance(live.row, definition_version=definition.version)
 
-    def cancel(self, instance_id: str, *, actor: str | None, reason: str | None = None) -> results.ProcessInstance:
+    def cancel(
+        self, instance_id: str, *, actor: str | None, reason: str | None = None
+    ) -> results.ProcessInstance:
         """Cancel a running, suspended or failed instance; its open tasks close as cancelled."""
 
         def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
             live.workflow.cancel()
             live.row.state, live.row.ended_at = CANCELLED, now
-            self._ctx.audit(session, "instance_cancelled", actor=actor, instance_id=instance_id,
-                            details={"reason": reason}, at=now)
+            self._ctx.audit(
+                session,
+                "instance_cancelled",
+                actor=actor,
+                instance_id=instance_id,
+                details={"reason": reason},
+                at=now,
+            )
             return Mutation()
 
-        row = mutate_instance(self._ctx, instance_id, change, actor=actor,
-                              allowed_states=(RUNNING, SUSPENDED, ERROR))
+        row = mutate_instance(
+            self._ctx, instance_id, change, actor=actor, allowed_states=(RUNNING, SUSPENDED, ERROR)
+        )
         return self.get(row.id)
 
     def suspend(self, instance_id: str, *, actor: str | None) -> results.ProcessInstance:
-        return self._set_state(instance_id, SUSPENDED, actor=actor, allowed=(RUNNING,), action="instance_suspended")
+        return self._set_state(
+            instance_id, SUSPENDED, actor=actor, allowed=(RUNNING,), action="instance_suspended"
+        )
 
     def resume(self, instance_id: str, *, actor: str | None) -> results.ProcessInstance:
-        return self._set_state(instance_id, RUNNING, actor=actor, allowed=(SUSPENDED,), action="instance_resumed")
+        return self._set_state(
+            instance_id, RUNNING, actor=actor, allowed=(SUSPENDED,), action="instance_resumed"
+        )
 
     def _set_state(
         self, instance_id: str, state: str, *, actor: str | None, allowed: tuple[str, ...], action: str
@@ -160,8 +188,14 @@ class RuntimeService:
                 raise ConflictError(f"process instance {instance_id} is {row.state}")
             now = self._ctx.now()
             before, row.state, row.updated_at = row.state, state, now
-            self._ctx.audit(uow.session, action, actor=actor, instance_id=instance_id,
-                            details={"before": before, "after": state}, at=now)
+            self._ctx.audit(
+                uow.session,
+                action,
+                actor=actor,
+                instance_id=instance_id,
+                details={"before": before, "after": state},
+                at=now,
+            )
             uow.commit()
         return self.get(instance_id)
 
@@ -174,8 +208,15 @@ class RuntimeService:
         def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
             element = live.row.error_element
             retry_failed(live.workflow, fixes)
-            self._ctx.audit(session, "instance_retried", actor=actor, instance_id=instance_id,
-                            element_id=element, details={"variables": data_to_json(fixes)}, at=now)
+            self._ctx.audit(
+                session,
+                "instance_retried",
+                actor=actor,
+                instance_id=instance_id,
+                element_id=element,
+                details={"variables": data_to_json(fixes)},
+                at=now,
+            )
             return Mutation(failure=advance(live.workflow))
 
         mutate_instance(self._ctx, instance_id, change, actor=actor, allowed_states=(ERROR,))
@@ -183,7 +224,9 @@ class RuntimeService:
 
     def get(self, instance_id: str, *, with_variables: bool = False) -> results.ProcessInstance:
         with self._ctx.db.unit_of_work(write=False) as uow:
-            row = uow.session.get(ProcessInstance, instance_id, options=[joinedload(ProcessInstance.definition)])
+            row = uow.session.get(
+                ProcessInstance, instance_id, options=[joinedload(ProcessInstance.definition)]
+            )
             if row is None:
                 raise NotFoundError(f"process instance {instance_id} not found")
             variables = self._variables(uow.session, row) if with_variables else None
@@ -197,7 +240,7 @@ class RuntimeService:
         """The instance's data as its most recent task sees it, plus workflow-level data."""
         if row.engine_state is None:
             return {}
-        workflow = open_instance(self._ctx, session, row).workflow
+        workflow = open_instance(self._ctx, session, row, for_change=False).workflow
         last = workflow.last_task or workflow.task_tree
         return data_to_json({**workflow.data, **last.data})
 

@@ -29,7 +29,9 @@ def default_owner() -> str:
 class JobRunner:
     """Leases due jobs and fires them; ``run_once`` is one poll (tests call it directly)."""
 
-    def __init__(self, engine: Engine, *, owner: str | None = None, batch: int = 50, lease_seconds: float = 60):
+    def __init__(
+        self, engine: Engine, *, owner: str | None = None, batch: int = 50, lease_seconds: float = 60
+    ):
         self.engine = engine
         self.owner = owner or default_owner()
         self.batch = batch

@@ -8,7 +8,7 @@ from typing import Any
 
 from SpiffWorkflow.task import TaskState
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from engine import results
 from engine.context import EngineContext
@@ -69,14 +69,18 @@ class TaskQuery(Query[results.UserTask]):
         return self._where(HumanTask.element_id == element_id)
 
     def order_by_due(self) -> TaskQuery:
-        return self._order_by(HumanTask.due_at.is_(None), HumanTask.due_at, HumanTask.created_at, HumanTask.id)
+        return self._order_by(
+            HumanTask.due_at.is_(None), HumanTask.due_at, HumanTask.created_at, HumanTask.id
+        )
 
     def order_by_created(self) -> TaskQuery:
         return self._order_by(HumanTask.created_at, HumanTask.id)
 
 
 def _candidates(kind: str, names) -> Any:
-    return select(TaskCandidate.task_id).where(TaskCandidate.kind == kind, TaskCandidate.name.in_(list(names)))
+    return select(TaskCandidate.task_id).where(
+        TaskCandidate.kind == kind, TaskCandidate.name.in_(list(names))
+    )
 
 
 class TaskService:
@@ -84,7 +88,7 @@ class TaskService:
         self._ctx = ctx
 
     def query(self) -> TaskQuery:
-        return TaskQuery(self._ctx.db, select(HumanTask), to_task)
+        return TaskQuery(self._ctx.db, select(HumanTask).options(selectinload(HumanTask.candidates)), to_task)
 
     def get(self, task_id: str) -> results.UserTask:
         with self._ctx.db.unit_of_work(write=False) as uow:
@@ -110,7 +114,9 @@ class TaskService:
 
         return self._update_task(task_id, change, action="task_unclaimed", actor=actor)
 
-    def transfer(self, task_id: str, *, to_user: str, actor: str, comment: str | None = None) -> results.UserTask:
+    def transfer(
+        self, task_id: str, *, to_user: str, actor: str, comment: str | None = None
+    ) -> results.UserTask:
         """Hand an open task to another user (转交); it lands in their inbox, assigned to them."""
         if not to_user:
             raise ValidationError("transfer needs a user to hand the task to")
@@ -128,28 +134,33 @@ class TaskService:
             _require_open(row)
             now = self._ctx.now()
             details = change(row, now)
-            self._ctx.audit(uow.session, action, actor=actor, instance_id=row.instance_id, task_id=row.id,
-                            element_id=row.element_id, details=details, at=now)
+            self._ctx.audit(
+                uow.session,
+                action,
+                actor=actor,
+                instance_id=row.instance_id,
+                task_id=row.id,
+                element_id=row.element_id,
+                details=details,
+                at=now,
+            )
             uow.session.flush()
             result = to_task(row)
             uow.commit()
         return result
 
-    def complete(self, task_id: str, *, actor: str, data: Mapping[str, Any] | None = None) -> results.UserTask:
+    def complete(self, task_id: str, *, actor: str, data: Mapping[str, Any] | None = None) -> None:
         """Complete an open task with form data and run the process on to its next wait state.
 
         Raises NotFoundError, ConflictError (already completed, instance not running, or a
-        concurrent change won). Exactly one of several concurrent completions succeeds.
+        concurrent change won). Exactly one of several concurrent completions succeeds. An engine
+        error in the steps that follow leaves the instance in ``error`` (the completion stands).
         """
         data = dict(data or {})
-        with self._ctx.db.unit_of_work(write=False) as uow:
-            instance_id = _row(uow.session, task_id).instance_id
 
         def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
-            row = _row(session, task_id)
-            _require_open(row)
             task = task_by_id(live.workflow, task_id)
-            if task is None or task.state != TaskState.READY:
+            if task is None or task.state != TaskState.READY or task_id not in live.before.ready:
                 raise ConflictError("task is no longer open")
 
             def run() -> None:
@@ -157,12 +168,19 @@ class TaskService:
                 task.run()
 
             failure = advance(live.workflow, run)
-            self._ctx.audit(session, "task_completed", actor=actor, instance_id=live.row.id, task_id=task_id,
-                            element_id=row.element_id, details={"data": data_to_json(data)}, at=now)
+            self._ctx.audit(
+                session,
+                "task_completed",
+                actor=actor,
+                instance_id=live.row.id,
+                task_id=task_id,
+                element_id=task.task_spec.bpmn_id,
+                details={"data": data_to_json(data)},
+                at=now,
+            )
             return Mutation(failure=failure, completed=(task_id,))
 
-        mutate_instance(self._ctx, instance_id, change, actor=actor)
-        return self.get(task_id)
+        mutate_instance(self._ctx, None, change, actor=actor, task_id=task_id)
 
 
 def _row(session: Session, task_id: str) -> HumanTask:

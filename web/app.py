@@ -25,7 +25,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         database = Database(configure_engine(db.engine))
     app.extensions["baton.engine"] = Engine(
         database,
-        EngineConfig(script_timeout=app.config["SCRIPT_TIMEOUT"], max_file_bytes=app.config["MAX_FILE_BYTES"]),
+        EngineConfig(
+            script_timeout=app.config["SCRIPT_TIMEOUT"], max_file_bytes=app.config["MAX_FILE_BYTES"]
+        ),
     )
     errors.register(app)
 

@@ -54,7 +54,9 @@ def _collect(paths: Iterable[str], each: bool) -> list[tuple[str, dict[str, byte
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files = {f.name: f.read_bytes() for f in sorted(path.iterdir()) if f.is_file() and file_kind(f.name)}
+            files = {
+                f.name: f.read_bytes() for f in sorted(path.iterdir()) if f.is_file() and file_kind(f.name)
+            }
             if each:
                 bundles += [(name, {name: content}) for name, content in files.items()]
             elif files:
@@ -142,7 +144,9 @@ def start(key: str, variables: tuple[str, ...], business_key: str | None, user: 
     try:
         data = dict(_parse_var(v) for v in variables)
         with _app() as app:
-            instance = _engine(app).runtime.start(key, business_key=business_key, variables=data, started_by=user)
+            instance = _engine(app).runtime.start(
+                key, business_key=business_key, variables=data, started_by=user
+            )
     except BatonError as exc:
         _fail(f"cannot start {key}: {exc.message}")
     click.echo(f"started {instance.id} ({key} v{instance.definition_version}): {instance.state}")

@@ -7,7 +7,14 @@ from dataclasses import asdict, is_dataclass
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from engine.errors import BatonError, ConflictError, EngineError, NotAllowedError, NotFoundError, ValidationError
+from engine.errors import (
+    BatonError,
+    ConflictError,
+    EngineError,
+    NotAllowedError,
+    NotFoundError,
+    ValidationError,
+)
 
 STATUS = {
     NotFoundError: 404,

@@ -41,7 +41,9 @@ class TestConcurrentCompletion:
         instance = engine.runtime.start("approval3")
         task = engine.tasks.query().instance(instance.id).open().first()
 
-        results, errors = _race(lambda i: engine.tasks.complete(task.id, actor=f"user{i}", data={"n": i}), THREADS)
+        results, errors = _race(
+            lambda i: engine.tasks.complete(task.id, actor=f"user{i}", data={"n": i}), THREADS
+        )
 
         assert len(results) == 1, errors
         assert len(errors) == THREADS - 1

@@ -13,7 +13,9 @@ from tests import bpmn_builders as b
 
 
 def _start_script(engine, source: str, pid: str = "scripted"):
-    engine.repository.deploy({f"{pid}.bpmn": b.linear(pid, [f"script:s:{source}", "user:after"])}, deployed_by="d")
+    engine.repository.deploy(
+        {f"{pid}.bpmn": b.linear(pid, [f"script:s:{source}", "user:after"])}, deployed_by="d"
+    )
     return engine.runtime.start(pid, started_by="u")
 
 
@@ -22,13 +24,26 @@ def _smuggle(engine, pid: str, bpmn: bytes) -> None:
     prove the run-time sandbox holds on its own."""
     with engine.db.unit_of_work() as uow:
         now = engine.context.now()
-        deployment = Deployment(name=pid, content_hash=hashlib.sha256(bpmn).hexdigest(), deployed_by="old",
-                                deployed_at=now, files=[DeploymentFile(filename=f"{pid}.bpmn", kind="bpmn",
-                                                                       content=bpmn)])
+        deployment = Deployment(
+            name=pid,
+            content_hash=hashlib.sha256(bpmn).hexdigest(),
+            deployed_by="old",
+            deployed_at=now,
+            files=[DeploymentFile(filename=f"{pid}.bpmn", kind="bpmn", content=bpmn)],
+        )
         uow.session.add(deployment)
         uow.session.flush()
-        uow.session.add(ProcessDefinition(key=pid, version=1, name=pid, content_hash="x" * 64,
-                                          deployment_id=deployment.id, deployed_by="old", deployed_at=now))
+        uow.session.add(
+            ProcessDefinition(
+                key=pid,
+                version=1,
+                name=pid,
+                content_hash="x" * 64,
+                deployment_id=deployment.id,
+                deployed_by="old",
+                deployed_at=now,
+            )
+        )
         uow.commit()
 
 
@@ -48,7 +63,8 @@ class TestScriptFailures:
 
     def test_failure_after_a_completion_keeps_the_completion(self, engine):
         engine.repository.deploy(
-            {"p.bpmn": b.linear("p", ["user:first", "script:s:total = price * 2", "user:last"])}, deployed_by="d"
+            {"p.bpmn": b.linear("p", ["user:first", "script:s:total = price * 2", "user:last"])},
+            deployed_by="d",
         )
         instance = engine.runtime.start("p")
         first = engine.tasks.query().instance(instance.id).open().first()
@@ -75,7 +91,9 @@ class TestHostileScripts:
     def test_refused_as_instance_error_and_nothing_written(self, engine, tmp_path, name):
         marker = tmp_path / "pwned"
         pid = f"hostile_{name}"
-        _smuggle(engine, pid, b.linear(pid, [f"script:s:{HOSTILE[name].format(marker=marker)}", "user:after"]))
+        _smuggle(
+            engine, pid, b.linear(pid, [f"script:s:{HOSTILE[name].format(marker=marker)}", "user:after"])
+        )
         instance = engine.runtime.start(pid, started_by="u")
         assert instance.state == "error", instance
         assert instance.error_element == "s"

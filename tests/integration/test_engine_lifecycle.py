@@ -21,7 +21,9 @@ class TestDeployingVersions:
     def test_redeploy_keeps_running_instances_on_their_version(self, engine):
         engine.repository.deploy({"a.bpmn": b.linear("p", ["user:one", "user:two"])}, deployed_by="d")
         old = engine.runtime.start("p", started_by="u")
-        result = engine.repository.deploy({"a.bpmn": b.linear("p", ["user:one", "user:three"])}, deployed_by="d")
+        result = engine.repository.deploy(
+            {"a.bpmn": b.linear("p", ["user:one", "user:three"])}, deployed_by="d"
+        )
         assert result.definitions[0].version == 2
         new = engine.runtime.start("p", started_by="u")
         assert (old.definition_version, new.definition_version) == (1, 2)
@@ -59,10 +61,15 @@ class TestExpenseApproval:
 
     def test_approved_claim_passes_manager_and_finance(self, deployed):
         engine = deployed
-        instance = engine.runtime.start("expense_approval", business_key="EXP-1", started_by="zhang",
-                                        variables={"initiator": "zhang"})
+        instance = engine.runtime.start(
+            "expense_approval", business_key="EXP-1", started_by="zhang", variables={"initiator": "zhang"}
+        )
         submit = engine.tasks.query().instance(instance.id).open().first()
-        assert (submit.element_id, submit.assignee, submit.form_key) == ("submit", "zhang", "expense_claim.json")
+        assert (submit.element_id, submit.assignee, submit.form_key) == (
+            "submit",
+            "zhang",
+            "expense_claim.json",
+        )
         engine.tasks.complete(submit.id, actor="zhang", data={"amount": 120, "reason": "taxi"})
 
         manager = engine.tasks.query().instance(instance.id).open().first()
@@ -87,7 +94,9 @@ class TestExpenseApproval:
         actions = [e.action for e in engine.history.for_instance(instance.id)]
         assert actions[0] == "instance_started" and actions[-1] == "instance_completed"
         assert actions.count("task_completed") == 3 and actions.count("task_created") == 3
-        assert ("boss", "task_claimed") in {(e.actor, e.action) for e in engine.history.for_instance(instance.id)}
+        assert ("boss", "task_claimed") in {
+            (e.actor, e.action) for e in engine.history.for_instance(instance.id)
+        }
 
     def test_rejected_claim_ends_after_manager(self, deployed):
         engine = deployed
@@ -96,7 +105,9 @@ class TestExpenseApproval:
             task = engine.tasks.query().instance(instance.id).open().first()
             engine.tasks.complete(task.id, actor="x", data=data)
         assert engine.runtime.get(instance.id).state == "completed"
-        assert [t.element_id for t in engine.tasks.query().instance(instance.id).order_by_created().list()] == [
+        assert [
+            t.element_id for t in engine.tasks.query().instance(instance.id).order_by_created().list()
+        ] == [
             "submit",
             "manager_approval",
         ]
