@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from engine.calendar import BusinessCalendar, script_functions
 from engine.db import AUDIT_BUFFER, Database
 from engine.live import LiveCache
 from engine.scripts import BatonScriptEngine
@@ -27,6 +28,7 @@ class EngineConfig:
     spec_cache_size: int = 256
     live_cache_size: int = 2000  # deserialized workflows kept between commands (0 disables)
     script_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    calendar: BusinessCalendar | None = None  # None: working hours + the holiday files in engine/data
     clock: Callable[[], datetime] = utcnow
 
 
@@ -37,9 +39,13 @@ class EngineContext:
         self.specs = SpecCache(config.spec_cache_size)
         self.serializer = StateSerializer()
         self.live = LiveCache(config.live_cache_size)
-        self.script_engine = BatonScriptEngine(
-            timeout=config.script_timeout, functions=dict(config.script_functions)
-        )
+        self.calendar = config.calendar or BusinessCalendar.default()
+        functions = {
+            "now": lambda: self.now().isoformat(),
+            **script_functions(self.calendar),
+            **config.script_functions,
+        }
+        self.script_engine = BatonScriptEngine(timeout=config.script_timeout, functions=functions)
 
     def now(self) -> datetime:
         return self.config.clock()

@@ -88,3 +88,28 @@ def gateway_on(pid: str, condition: str) -> bytes:
         '<bpmn:sequenceFlow id="f4" sourceRef="no" targetRef="end_no" />',
     ]
     return _process(pid, pid, body)
+
+
+def boundary_timer(
+    pid: str, expression: str, *, interrupting: bool = True, timer: str = "timeDuration"
+) -> bytes:
+    """A user task ``work`` with a timer boundary event leading to a user task: ``escalated`` when
+    interrupting, ``reminder`` (one per firing) when not."""
+    cancel = "true" if interrupting else "false"
+    target = "escalated" if interrupting else "reminder"
+    after = f'<bpmn:userTask id="{target}" name="{target}" />'
+    body = [
+        '<bpmn:startEvent id="start" />',
+        '<bpmn:userTask id="work" name="work" />',
+        f'<bpmn:boundaryEvent id="timer" attachedToRef="work" cancelActivity="{cancel}">'
+        f"<bpmn:timerEventDefinition><bpmn:{timer}>{escape(expression)}</bpmn:{timer}>"
+        "</bpmn:timerEventDefinition></bpmn:boundaryEvent>",
+        after,
+        '<bpmn:endEvent id="end" />',
+        '<bpmn:endEvent id="end_timer" />',
+        '<bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work" />',
+        '<bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="end" />',
+        f'<bpmn:sequenceFlow id="f3" sourceRef="timer" targetRef="{target}" />',
+        f'<bpmn:sequenceFlow id="f4" sourceRef="{target}" targetRef="end_timer" />',
+    ]
+    return _process(pid, pid, body)

@@ -24,7 +24,7 @@ from engine.models import Base
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("BATON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-PG_TEST_DB = "baton_test"
+PG_TEST_DB = f"baton_test_{os.getpid()}"  # one per test run: parallel runs must not drop each other's
 REQUIRE_PG = os.environ.get("BATON_REQUIRE_POSTGRES") == "1"
 
 
@@ -41,7 +41,7 @@ def _postgres_error() -> str | None:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A fresh, migrated database ``baton_test`` on the local PostgreSQL server."""
+    """A fresh, migrated database of this test run on the local PostgreSQL server, dropped at the end."""
     error = _postgres_error()
     if error:
         if REQUIRE_PG:
@@ -57,6 +57,10 @@ def postgres_url() -> Iterator[str]:
     upgrade(engine)
     engine.dispose()
     yield url
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {PG_TEST_DB} WITH (FORCE)"))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")
