@@ -46,6 +46,24 @@ class TestDeployingVersions:
         assert caught.value.problems and caught.value.problems[0].file == "bad.bpmn"
         assert engine.repository.query().count() == 0
 
+    @pytest.mark.parametrize(
+        "doctype",
+        [
+            '<!DOCTYPE d [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>',
+            '<!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+            '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>',
+        ],
+        ids=["xxe", "billion-laughs"],
+    )
+    def test_entity_attacks_are_refused(self, engine, doctype):
+        xml = b.approval().decode().replace("<bpmn:definitions", doctype + "\n<bpmn:definitions", 1)
+        xml = xml.replace('name="submit"', 'name="&xxe;"' if "xxe" in doctype else 'name="&c;"')
+        with pytest.raises(ValidationError) as caught:
+            engine.repository.deploy({"evil.bpmn": xml.encode()}, deployed_by="d")
+        assert "root:" not in str(caught.value.problems)
+        assert any("DOCTYPE" in p.message or "DTD" in p.message for p in caught.value.problems)
+        assert engine.repository.query().count() == 0
+
     def test_unknown_key_is_not_found(self, engine):
         with pytest.raises(NotFoundError):
             engine.runtime.start("nope")
