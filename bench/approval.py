@@ -70,7 +70,7 @@ def run_raw(instances: int, *, with_json: bool) -> tuple[list[float], list[float
     return per_instance, per_completion
 
 
-def run_facade(url: str, instances: int) -> tuple[list[float], list[float]]:
+def facade(url: str):
     from engine.context import EngineConfig
     from engine.facade import Engine
     from engine.migrate import upgrade
@@ -79,6 +79,10 @@ def run_facade(url: str, instances: int) -> tuple[list[float], list[float]]:
     upgrade(engine.db.engine)
     bundle = {f.name: f.read_bytes() for f in PROCESS.iterdir() if f.is_file()}
     engine.repository.deploy(bundle, deployed_by="bench")
+    return engine
+
+
+def run_facade(engine, instances: int) -> tuple[list[float], list[float]]:
     per_instance, per_completion = [], []
     for i in range(instances):
         began = time.perf_counter()
@@ -92,7 +96,6 @@ def run_facade(url: str, instances: int) -> tuple[list[float], list[float]]:
             per_completion.append(time.perf_counter() - t0)
         per_instance.append(time.perf_counter() - began)
     assert engine.runtime.get(instance.id).state == "completed"
-    engine.close()
     return per_instance, per_completion
 
 
@@ -116,29 +119,41 @@ def _median_us(values: list[float]) -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds: noise hits every run")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--postgres", default=DEFAULT_PG)
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
 
-    runs: dict[str, Callable[[int], tuple[list[float], list[float]]]] = {
-        "raw": lambda n: run_raw(n, with_json=False),
-        "raw+json": lambda n: run_raw(n, with_json=True),
-    }
     with tempfile.TemporaryDirectory() as tmp:
-        runs["sqlite"] = lambda n: run_facade(f"sqlite:///{tmp}/bench.db", n)
+        engines = {"sqlite": facade(f"sqlite:///{tmp}/bench.db")}
         pg = _fresh_postgres(args.postgres)
         if pg:
-            runs["postgres"] = lambda n: run_facade(pg, n)
-        figures = {}
-        for name, run in runs.items():
+            engines["postgres"] = facade(pg)
+        runs: dict[str, Callable[[int], tuple[list[float], list[float]]]] = {
+            "raw": lambda n: run_raw(n, with_json=False),
+            "raw+json": lambda n: run_raw(n, with_json=True),
+            **{name: (lambda n, e=e: run_facade(e, n)) for name, e in engines.items()},
+        }
+        samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in runs}
+        for run in runs.values():
             run(args.warmup)
-            per_instance, per_completion = run(args.instances)
-            figures[name] = {
-                "instance_us": round(_median_us(per_instance), 1),
-                "completion_us": round(_median_us(per_completion), 1),
-                "instances_per_s": round(len(per_instance) / sum(per_instance), 1),
-            }
+        per_round = max(args.instances // args.rounds, 1)
+        for _ in range(args.rounds):
+            for name, run in runs.items():
+                per_instance, per_completion = run(per_round)
+                samples[name][0].extend(per_instance)
+                samples[name][1].extend(per_completion)
+        for e in engines.values():
+            e.close()
+    figures = {
+        name: {
+            "instance_us": round(_median_us(per_instance), 1),
+            "completion_us": round(_median_us(per_completion), 1),
+            "instances_per_s": round(len(per_instance) / sum(per_instance), 1),
+        }
+        for name, (per_instance, per_completion) in samples.items()
+    }
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -81,7 +81,11 @@ _I = ProcessInstance.__table__.c
 _RECORD_FIELDS = [f.name for f in fields(InstanceRecord)]
 _SELECT_INSTANCE = select(*(_I[name] for name in _RECORD_FIELDS)).where(_I.id == bindparam("id"))
 _SELECT_INSTANCE_LOCKED = _SELECT_INSTANCE.with_for_update()
-_INSTANCE_OF_TASK = select(HumanTask.instance_id).where(HumanTask.id == bindparam("task_id"))
+_INSTANCE_OF_TASK = (
+    select(HumanTask.instance_id).where(HumanTask.id == bindparam("task_id")).scalar_subquery()
+)
+_SELECT_TASK_INSTANCE = select(*(_I[name] for name in _RECORD_FIELDS)).where(_I.id == _INSTANCE_OF_TASK)
+_SELECT_TASK_INSTANCE_LOCKED = _SELECT_TASK_INSTANCE.with_for_update()
 _INSERT_INSTANCE = insert(ProcessInstance.__table__)
 _MUTABLE = (
     "state",
@@ -158,9 +162,19 @@ def connection(session: Session) -> Connection:
     return session.connection()
 
 
-def load_instance(ctx: EngineContext, session: Session, instance_id: str, *, lock: bool) -> InstanceRecord:
-    """Read an instance row; with ``lock`` on PostgreSQL it stays locked until the transaction ends."""
-    stmt = _SELECT_INSTANCE_LOCKED if lock and ctx.db.dialect == "postgresql" else _SELECT_INSTANCE
+def load_instance(
+    ctx: EngineContext, session: Session, instance_id: str | None, *, lock: bool, task_id: str | None = None
+) -> InstanceRecord:
+    """Read an instance row, named directly or by one of its tasks (one round trip either way);
+    with ``lock`` on PostgreSQL the row stays locked until the transaction ends."""
+    locked = lock and ctx.db.dialect == "postgresql"
+    if task_id is not None:
+        stmt = _SELECT_TASK_INSTANCE_LOCKED if locked else _SELECT_TASK_INSTANCE
+        found = connection(session).execute(stmt, {"task_id": task_id}).first()
+        if found is None:
+            raise NotFoundError(f"task {task_id} not found")
+        return InstanceRecord(*found)
+    stmt = _SELECT_INSTANCE_LOCKED if locked else _SELECT_INSTANCE
     found = connection(session).execute(stmt, {"id": instance_id}).first()
     if found is None:
         raise NotFoundError(f"process instance {instance_id} not found")
@@ -528,13 +542,9 @@ def mutate_instance(
     """
     with conflicts_as_errors(), ctx.db.unit_of_work() as uow:
         session = uow.session
-        if task_id is not None:
-            instance_id = connection(session).execute(_INSTANCE_OF_TASK, {"task_id": task_id}).scalar()
-            if instance_id is None:
-                raise NotFoundError(f"task {task_id} not found")
-        row = load_instance(ctx, session, instance_id, lock=True)
+        row = load_instance(ctx, session, instance_id, lock=True, task_id=task_id)
         if row.state not in allowed_states:
-            raise ConflictError(f"process instance {instance_id} is {row.state}")
+            raise ConflictError(f"process instance {row.id} is {row.state}")
         live = open_instance(ctx, session, row)
         now = ctx.now()
         mutation = change(session, live, now)
