@@ -17,8 +17,11 @@ from sqlalchemy import and_, or_, select, update
 
 from engine.context import EngineContext
 from engine.errors import ConflictError, NotFoundError
-from engine.execution import RUNNING, LiveInstance, Mutation, advance, mutate_instance
-from engine.models import Job, ProcessInstance
+from engine.execution import RUNNING, LiveInstance, Mutation, advance, conflicts_as_errors, mutate_instance
+from engine.models import Job, ProcessDefinition, ProcessInstance
+from engine.runtime import latest_definition, start_instance
+from engine.start_events import next_run, prime_timer_start
+from engine.timers import collapse_missed_cycles, waiting_timers
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,8 @@ class ManagementService:
         try:
             if job.kind == "timer" and job.instance_id:
                 self._fire_timers(job.instance_id)
+            elif job.kind == "start_timer":
+                self._fire_start_timer(job, owner)
             else:
                 raise ValueError(f"unknown job kind {job.kind!r}")
         except ConflictError as exc:
@@ -92,17 +97,78 @@ class ManagementService:
         return JobOutcome(job.id, True)
 
     def _fire_timers(self, instance_id: str) -> None:
+        """Fire the instance's due timers; every timer that fired is audited once, by element.
+
+        Reminder cycles missed while no scheduler ran are collapsed first, so a long outage gives
+        one reminder, not a burst of them.
+        """
         ctx = self._ctx
 
         def change(session, live: LiveInstance, now: datetime) -> Mutation:
-            def refresh() -> None:
-                live.workflow.refresh_timers()
-
-            failure = advance(live.workflow, refresh)
-            ctx.audit(session, "timers_fired", actor="scheduler", instance_id=instance_id, at=now)
+            skipped = collapse_missed_cycles(live.workflow, now)
+            before = waiting_timers(live.workflow)
+            failure = advance(live.workflow, live.workflow.refresh_timers)
+            after = waiting_timers(live.workflow)
+            for task_id, (element_id, value) in before.items():
+                if task_id not in after or after[task_id][1] != value:
+                    details = {"skipped_cycles": skipped[task_id]} if skipped.get(task_id) else None
+                    ctx.audit(
+                        session,
+                        "timer_fired",
+                        actor="scheduler",
+                        instance_id=instance_id,
+                        task_id=task_id,
+                        element_id=element_id,
+                        details=details,
+                        at=now,
+                    )
             return Mutation(failure=failure)
 
         mutate_instance(ctx, instance_id, change, actor="scheduler")
+
+    def _fire_start_timer(self, job: LeasedJob, owner: str) -> None:
+        """Start an instance and re-schedule the job in one transaction: never lost, never doubled."""
+        ctx = self._ctx
+        with conflicts_as_errors(), ctx.db.unit_of_work() as uow:
+            session = uow.session
+            row = session.get(Job, job.id, with_for_update=ctx.db.dialect == "postgresql")
+            if row is None or row.lease_owner != owner:
+                return  # our lease ran out and another scheduler took the job over
+            definition = session.get(ProcessDefinition, row.definition_id)
+            if definition is None or latest_definition(session, definition.key).id != definition.id:
+                session.delete(row)  # a newer version took over the schedule
+                uow.commit()
+                return
+            now = ctx.now()
+            payload = dict(row.payload or {})
+            element_id = payload.get("element_id")
+            record = start_instance(
+                ctx,
+                uow,
+                definition,
+                started_by="scheduler",
+                prepare=lambda workflow: prime_timer_start(workflow, element_id, now),
+            )
+            due, skipped = next_run(row.due_at, payload, now)
+            ctx.audit(
+                session,
+                "start_timer_fired",
+                actor="scheduler",
+                instance_id=record.id,
+                element_id=element_id,
+                details={
+                    "definition": f"{definition.key}:{definition.version}",
+                    "skipped_cycles": skipped,
+                    "next": due.isoformat() if due else None,
+                },
+                at=now,
+            )
+            if due is None:
+                session.delete(row)
+            else:
+                row.due_at, row.payload, row.attempts = due, payload, 0
+                row.lease_owner, row.lease_expires_at = None, None
+            uow.commit()
 
     def _instance_state(self, instance_id: str | None) -> str | None:
         if instance_id is None:

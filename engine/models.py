@@ -104,6 +104,8 @@ class ProcessDefinition(Base):
     deployment_id: Mapped[int] = mapped_column(ForeignKey("deployment.id"), index=True)
     deployed_by: Mapped[str] = mapped_column(String(150))
     deployed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Typed start events: [{"element_id", "kind": timer|message|signal, "name" or "timer"+"expression"}]
+    start_events: Mapped[list | None] = mapped_column(JSON)
 
     deployment: Mapped[Deployment] = relationship()
 
@@ -129,6 +131,7 @@ class ProcessInstance(Base):
     next_timer_due: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     error_element: Mapped[str | None] = mapped_column(String(255))
     error_message: Mapped[str | None] = mapped_column(Text)
+    sla_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, nullable=False)
 
     definition: Mapped[ProcessDefinition] = relationship()
@@ -149,6 +152,7 @@ class HumanTask(Base):
     lane: Mapped[str | None] = mapped_column(String(255))
     assignee: Mapped[str | None] = mapped_column(String(150))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    warn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # SLA warning from here (80% of the time)
     priority: Mapped[int] = mapped_column(Integer, default=50)
     form_key: Mapped[str | None] = mapped_column(String(255))
     state: Mapped[str] = mapped_column(String(20))  # ready|completed|cancelled
@@ -197,6 +201,7 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=5)
     last_error: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict | None] = mapped_column(JSON)  # e.g. a start timer's element and remaining cycles
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
@@ -229,9 +234,10 @@ class MessageSubscription(Base):
     instance_id: Mapped[str] = mapped_column(
         ForeignKey("process_instance.id", ondelete="CASCADE"), index=True
     )
+    kind: Mapped[str] = mapped_column(String(10), default="message", server_default="message")  # or signal
     message_name: Mapped[str] = mapped_column(String(255))
     correlation_key: Mapped[str | None] = mapped_column(String(255))
     task_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_message_subscription_name_key", "message_name", "correlation_key"),)
+    __table_args__ = (Index("ix_message_subscription_name_key", "kind", "message_name", "correlation_key"),)

@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from sqlalchemy import func, select
 
 from engine import results
+from engine.bpmn import load_workflow_spec
 from engine.context import EngineContext
 from engine.errors import NotFoundError, ValidationError
 from engine.lint import BundleReport, check_bundle
 from engine.models import Deployment, DeploymentFile, ProcessDefinition, ProcessInstance
 from engine.query import Query
+from engine.start_events import describe_start_events, schedule_start_timers
 
 KINDS = {".bpmn": "bpmn", ".bpmn20.xml": "bpmn", ".dmn": "dmn", ".json": "form"}
 
@@ -117,6 +119,9 @@ class RepositoryService:
             session.add(deployment)
             session.flush()
             for process, version in changed:
+                spec, _ = load_workflow_spec(
+                    files, process.id, max_file_bytes=self._ctx.config.max_file_bytes
+                )
                 definition = ProcessDefinition(
                     key=process.id,
                     version=version,
@@ -125,8 +130,11 @@ class RepositoryService:
                     deployment_id=deployment.id,
                     deployed_by=deployed_by,
                     deployed_at=now,
+                    start_events=describe_start_events(spec),
                 )
                 session.add(definition)
+                session.flush()
+                schedule_start_timers(self._ctx, session, definition, now)
                 touched.append(definition)
             session.flush()
             self._ctx.audit(

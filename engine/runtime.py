@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.task import TaskState
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from engine import results
 from engine.context import EngineContext
+from engine.db import UnitOfWork
 from engine.errors import ConflictError, NotFoundError, ValidationError
 from engine.execution import (
     CANCELLED,
@@ -88,6 +90,61 @@ def _check_variables(variables: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(variables)
 
 
+def latest_definition(session: Session, key: str) -> ProcessDefinition:
+    definition = session.scalars(
+        select(ProcessDefinition)
+        .where(ProcessDefinition.key == key)
+        .order_by(ProcessDefinition.version.desc())
+        .limit(1)
+    ).first()
+    if definition is None:
+        raise NotFoundError(f"no process definition with key {key!r}")
+    return definition
+
+
+def start_instance(
+    ctx: EngineContext,
+    uow: UnitOfWork,
+    definition: ProcessDefinition,
+    *,
+    business_key: str | None = None,
+    variables: dict[str, Any] | None = None,
+    started_by: str | None = None,
+    prepare: Callable[[BpmnWorkflow], None] | None = None,
+) -> InstanceRecord:
+    """Create and run an instance of ``definition`` inside the caller's unit of work (not committed).
+
+    ``prepare`` may adjust the fresh workflow before its first steps (a timer or message start).
+    """
+    session = uow.session
+    now = ctx.now()
+    live = new_instance(ctx, session, definition, business_key=business_key, started_by=started_by, now=now)
+    data = variables or {}
+
+    def seed() -> None:
+        if prepare is not None:
+            prepare(live.workflow)
+        for task in live.workflow.get_tasks(state=TaskState.READY):
+            task.data.update(data)
+
+    failure = advance(live.workflow, seed)
+    ctx.audit(
+        session,
+        "instance_started",
+        actor=started_by,
+        instance_id=live.row.id,
+        details={
+            "definition": f"{definition.key}:{definition.version}",
+            "business_key": business_key,
+            "variables": data_to_json(data),
+        },
+        at=now,
+    )
+    persist(ctx, session, live, actor=started_by, now=now, failure=failure)
+    keep_live(ctx, uow, live)
+    return live.row
+
+
 class RuntimeService:
     def __init__(self, ctx: EngineContext) -> None:
         self._ctx = ctx
@@ -106,43 +163,13 @@ class RuntimeService:
         and retryable); the caller sees it in the returned state.
         """
         data = _check_variables(variables)
-        ctx = self._ctx
-        with conflicts_as_errors(), ctx.db.unit_of_work() as uow:
-            session = uow.session
-            definition = session.scalars(
-                select(ProcessDefinition)
-                .where(ProcessDefinition.key == key)
-                .order_by(ProcessDefinition.version.desc())
-                .limit(1)
-            ).first()
-            if definition is None:
-                raise NotFoundError(f"no process definition with key {key!r}")
-            now = ctx.now()
-            live = new_instance(
-                ctx, session, definition, business_key=business_key, started_by=started_by, now=now
+        with conflicts_as_errors(), self._ctx.db.unit_of_work() as uow:
+            definition = latest_definition(uow.session, key)
+            record = start_instance(
+                self._ctx, uow, definition, business_key=business_key, variables=data, started_by=started_by
             )
-
-            def seed() -> None:
-                for task in live.workflow.get_tasks(state=TaskState.READY):
-                    task.data.update(data)
-
-            failure = advance(live.workflow, seed)
-            ctx.audit(
-                session,
-                "instance_started",
-                actor=started_by,
-                instance_id=live.row.id,
-                details={
-                    "definition": f"{key}:{definition.version}",
-                    "business_key": business_key,
-                    "variables": data_to_json(data),
-                },
-                at=now,
-            )
-            persist(ctx, session, live, actor=started_by, now=now, failure=failure)
-            keep_live(ctx, uow, live)
             uow.commit()
-            return to_instance(live.row, definition_version=definition.version)
+        return to_instance(record, definition_version=definition.version)
 
     def cancel(
         self, instance_id: str, *, actor: str | None, reason: str | None = None

@@ -38,8 +38,8 @@ class TestBoundaryTimers:
         assert 0.5 < waited < 5
         assert engine.tasks.get(work.id).state == "cancelled"
         assert engine.runtime.get(instance.id).next_timer_due is None
-        fired = engine.history.query().instance(instance.id).action("timers_fired").list()
-        assert len(fired) == 1
+        fired = engine.history.query().instance(instance.id).action("timer_fired").list()
+        assert [(e.element_id, e.actor) for e in fired] == [("timer", "scheduler")]
 
     def test_non_interrupting_cycle_fires_three_times_while_the_task_stays_open(self, engine):
         engine.repository.deploy(
