@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import SignalEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
@@ -140,7 +141,8 @@ class Waits:
     """What the engine waits for; compared before/after a command to write only the differences."""
 
     ready: dict[str, Task] = field(default_factory=dict)  # ready human tasks by id
-    messages: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # task id -> (name, key)
+    # task id -> (kind, name, correlation key): kind is "message" or "signal"
+    messages: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -272,13 +274,27 @@ def waits_of(workflow: BpmnWorkflow) -> Waits:
     for task in workflow.get_tasks(state=TaskState.READY, manual=True):
         waits.ready[str(task.id)] = task
     for task in workflow.event_manager.tasks.values():
-        definition = getattr(task.task_spec, "event_definition", None)
-        if isinstance(definition, MessageEventDefinition):
-            waits.messages[str(task.id)] = (definition.name, _correlation_key(task))
+        for definition in _event_definitions(task):
+            if isinstance(definition, MessageEventDefinition):
+                waits.messages[f"{task.id}:{definition.name}"] = (
+                    "message",
+                    definition.name,
+                    correlation_key(task),
+                )
+            elif isinstance(definition, SignalEventDefinition):
+                waits.messages[f"{task.id}:{definition.name}"] = ("signal", definition.name, None)
     return waits
 
 
-def _correlation_key(task: Task) -> str | None:
+def _event_definitions(task: Task) -> list[Any]:
+    definition = getattr(task.task_spec, "event_definition", None)
+    if isinstance(definition, MultipleEventDefinition):
+        return list(definition.event_definitions)
+    return [definition] if definition is not None else []
+
+
+def correlation_key(task: Task) -> str | None:
+    """The key a message for this waiting task must carry (None: any message of that name)."""
     keys = task.workflow.top_workflow.correlations
     if not keys:
         return None
@@ -392,7 +408,8 @@ def _sync_human_tasks(
                 "name": task.task_spec.bpmn_name or task.task_spec.bpmn_id,
                 "lane": meta.lane,
                 "assignee": assignee,
-                "due_at": resolve_due(meta.due_date, task.data, now),
+                "due_at": (due := resolve_due(meta.due_date, task.data, now)),
+                "warn_at": warn_time(now, due),
                 "priority": resolve_priority(meta.priority, task.data),
                 "form_key": meta.form_key,
                 "state": "ready",
@@ -421,16 +438,30 @@ def _sync_human_tasks(
         conn.execute(_INSERT_CANDIDATES, candidates)
 
 
+def warn_time(created: datetime, due: datetime | None, share: float = 0.8) -> datetime | None:
+    """The SLA turns to "warning" once ``share`` of the time to the due date has passed."""
+    return None if due is None else created + (due - created) * share
+
+
 def _sync_messages(conn: Connection, instance_id: str, before: Waits, after: Waits, now: datetime) -> None:
+    """Subscriptions mirror the message and signal events the instance waits on."""
     if before.messages == after.messages:
         return
-    stale = [t for t, sub in before.messages.items() if after.messages.get(t) != sub]
+    stale = sorted({w.split(":", 1)[0] for w, sub in before.messages.items() if after.messages.get(w) != sub})
     if stale:
         conn.execute(_DELETE_SUBSCRIPTIONS, {"instance_id": instance_id, "task_ids": stale})
+    stale_tasks = set(stale)
     fresh = [
-        {"instance_id": instance_id, "message_name": n, "correlation_key": k, "task_id": t, "created_at": now}
-        for t, (n, k) in after.messages.items()
-        if before.messages.get(t) != (n, k)
+        {
+            "instance_id": instance_id,
+            "kind": kind,
+            "message_name": name,
+            "correlation_key": key,
+            "task_id": w.split(":", 1)[0],
+            "created_at": now,
+        }
+        for w, (kind, name, key) in after.messages.items()
+        if before.messages.get(w) != (kind, name, key) or w.split(":", 1)[0] in stale_tasks
     ]
     if fresh:
         conn.execute(_INSERT_SUBSCRIPTIONS, fresh)
