@@ -75,6 +75,7 @@ class InstanceRecord:
     next_timer_due: datetime | None
     error_element: str | None
     error_message: str | None
+    sla_paused_at: datetime | None
     version: int
 
 
@@ -97,6 +98,7 @@ _MUTABLE = (
     "next_timer_due",
     "error_element",
     "error_message",
+    "sla_paused_at",
 )
 _UPDATE_INSTANCE = (
     update(ProcessInstance.__table__)
@@ -194,7 +196,7 @@ def open_instance(
         spec, subprocess_specs = ctx.specs.get(session, row.definition_id)
         workflow = ctx.serializer.loads(row.engine_state, spec, subprocess_specs)
         workflow.script_engine = ctx.script_engine
-    return LiveInstance(row, workflow, waits_of(workflow), previous_due=row.next_timer_due)
+    return LiveInstance(row, workflow, waits_of(workflow), previous_due=timer_job_due(row))
 
 
 def new_instance(
@@ -223,6 +225,7 @@ def new_instance(
         next_timer_due=None,
         error_element=None,
         error_message=None,
+        sla_paused_at=None,
         version=0,
     )
     return LiveInstance(row, workflow, Waits(), is_new=True)
@@ -467,9 +470,16 @@ def _sync_messages(conn: Connection, instance_id: str, before: Waits, after: Wai
         conn.execute(_INSERT_SUBSCRIPTIONS, fresh)
 
 
+def timer_job_due(row: InstanceRecord) -> datetime | None:
+    """When the instance's timer job is due: no job once finished or while its SLA clock is paused."""
+    if row.state in FINISHED or row.sla_paused_at is not None:
+        return None
+    return row.next_timer_due
+
+
 def _sync_timer_job(conn: Connection, row: InstanceRecord, previous: datetime | None, now: datetime) -> None:
     """Keep exactly one pending timer job per instance, due at its earliest timer."""
-    due = row.next_timer_due if row.state in (RUNNING, ERROR) else None
+    due = timer_job_due(row)
     if due == previous:
         return
     conn.execute(_DELETE_TIMER_JOB, {"instance_id": row.id})

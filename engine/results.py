@@ -47,6 +47,7 @@ class ProcessInstance:
     error_message: str | None
     version: int
     variables: dict[str, Any] | None = None
+    sla_paused_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class UserTask:
     candidate_users: tuple[str, ...]
     candidate_groups: tuple[str, ...]
     due_at: datetime | None
+    warn_at: datetime | None
+    sla_state: str | None  # on_track | warning | breached | paused; None without a due date
     priority: int
     form_key: str | None
     state: str

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.task import TaskState
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
 from engine import results
@@ -32,9 +32,10 @@ from engine.execution import (
     persist,
     retry_failed,
 )
-from engine.models import ProcessDefinition, ProcessInstance
+from engine.models import HumanTask, ProcessDefinition, ProcessInstance
 from engine.query import Query
 from engine.serialization import data_to_json
+from engine.timers import shift_timers
 
 
 def to_instance(
@@ -59,6 +60,7 @@ def to_instance(
         error_message=row.error_message,
         version=row.version,
         variables=variables,
+        sla_paused_at=row.sla_paused_at,
     )
 
 
@@ -143,6 +145,26 @@ def start_instance(
     persist(ctx, session, live, actor=started_by, now=now, failure=failure)
     keep_live(ctx, uow, live)
     return live.row
+
+
+def shift_open_task_dues(session: Session, instance_id: str, delta: timedelta) -> None:
+    """Move the due and warning times of an instance's open tasks (a paused SLA clock)."""
+    rows = session.execute(
+        select(HumanTask.id, HumanTask.due_at, HumanTask.warn_at).where(
+            HumanTask.instance_id == instance_id, HumanTask.state == "ready", HumanTask.due_at.is_not(None)
+        )
+    ).all()
+    for task_id, due_at, warn_at in rows:
+        session.execute(
+            update(HumanTask)
+            .where(HumanTask.id == task_id)
+            .values(
+                due_at=due_at + delta,
+                warn_at=warn_at + delta if warn_at else None,
+                version=HumanTask.version + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
 
 
 class RuntimeService:
@@ -247,6 +269,59 @@ class RuntimeService:
             return Mutation(failure=advance(live.workflow))
 
         mutate_instance(self._ctx, instance_id, change, actor=actor, allowed_states=(ERROR,))
+        return self.get(instance_id)
+
+    def pause_sla(
+        self, instance_id: str, *, actor: str | None, reason: str | None = None
+    ) -> results.ProcessInstance:
+        """Stop the SLA clock (the ticket waits on the customer or a vendor): timers and due dates
+        stand still until ``resume_sla``."""
+
+        def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
+            if live.row.sla_paused_at is not None:
+                raise ConflictError("the SLA clock is already paused")
+            live.row.sla_paused_at = now
+            self._ctx.audit(
+                session,
+                "sla_paused",
+                actor=actor,
+                instance_id=instance_id,
+                details={"reason": reason},
+                at=now,
+            )
+            return Mutation()
+
+        mutate_instance(
+            self._ctx, instance_id, change, actor=actor, allowed_states=(RUNNING, SUSPENDED, ERROR)
+        )
+        return self.get(instance_id)
+
+    def resume_sla(
+        self, instance_id: str, *, actor: str | None, reason: str | None = None
+    ) -> results.ProcessInstance:
+        """Restart the SLA clock: every waiting timer and open task due date moves later by the pause."""
+
+        def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
+            paused_at = live.row.sla_paused_at
+            if paused_at is None:
+                raise ConflictError("the SLA clock is not paused")
+            delta = now - paused_at
+            shift_timers(live.workflow, delta)
+            shift_open_task_dues(session, instance_id, delta)
+            live.row.sla_paused_at = None
+            self._ctx.audit(
+                session,
+                "sla_resumed",
+                actor=actor,
+                instance_id=instance_id,
+                details={"reason": reason, "paused_seconds": round(delta.total_seconds(), 3)},
+                at=now,
+            )
+            return Mutation()
+
+        mutate_instance(
+            self._ctx, instance_id, change, actor=actor, allowed_states=(RUNNING, SUSPENDED, ERROR)
+        )
         return self.get(instance_id)
 
     def get(self, instance_id: str, *, with_variables: bool = False) -> results.ProcessInstance:

@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from SpiffWorkflow.task import TaskState
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from engine import results
 from engine.context import EngineContext
 from engine.errors import ConflictError, NotFoundError, ValidationError
 from engine.execution import LiveInstance, Mutation, advance, conflicts_as_errors, mutate_instance, task_by_id
-from engine.models import HumanTask, TaskCandidate
+from engine.models import HumanTask, ProcessInstance, TaskCandidate
 from engine.query import Query
 from engine.serialization import data_to_json
 
 
-def to_task(row: HumanTask) -> results.UserTask:
+def sla_state(
+    due_at: datetime | None, warn_at: datetime | None, now: datetime, paused: bool = False
+) -> str | None:
+    if due_at is None:
+        return None
+    if paused:
+        return "paused"
+    if now >= due_at:
+        return "breached"
+    if warn_at is not None and now >= warn_at:
+        return "warning"
+    return "on_track"
+
+
+def to_task(row: HumanTask, now: datetime | None = None) -> results.UserTask:
     return results.UserTask(
         id=row.id,
         instance_id=row.instance_id,
@@ -31,6 +45,10 @@ def to_task(row: HumanTask) -> results.UserTask:
         candidate_users=tuple(c.name for c in row.candidates if c.kind == "user"),
         candidate_groups=tuple(c.name for c in row.candidates if c.kind == "group"),
         due_at=row.due_at,
+        warn_at=row.warn_at,
+        sla_state=sla_state(
+            row.due_at, row.warn_at, now or datetime.now(UTC), row.instance.sla_paused_at is not None
+        ),
         priority=row.priority,
         form_key=row.form_key,
         state=row.state,
@@ -68,6 +86,22 @@ class TaskQuery(Query[results.UserTask]):
     def element(self, element_id: str) -> TaskQuery:
         return self._where(HumanTask.element_id == element_id)
 
+    def sla(self, state: str, now: datetime) -> TaskQuery:
+        """Open tasks by SLA state at ``now``: on_track, warning or breached (paused clocks excluded)."""
+        running = HumanTask.instance_id.in_(
+            select(ProcessInstance.id).where(ProcessInstance.sla_paused_at.is_(None))
+        )
+        if state == "breached":
+            return self._where(HumanTask.due_at <= now, running)
+        if state == "warning":
+            return self._where(HumanTask.warn_at <= now, HumanTask.due_at > now, running)
+        if state == "on_track":
+            return self._where(
+                or_(HumanTask.due_at.is_(None), and_(HumanTask.due_at > now, HumanTask.warn_at > now)),
+                running,
+            )
+        raise ValidationError(f"unknown SLA state {state!r}: on_track, warning or breached")
+
     def order_by_due(self) -> TaskQuery:
         return self._order_by(
             HumanTask.due_at.is_(None), HumanTask.due_at, HumanTask.created_at, HumanTask.id
@@ -88,11 +122,13 @@ class TaskService:
         self._ctx = ctx
 
     def query(self) -> TaskQuery:
-        return TaskQuery(self._ctx.db, select(HumanTask).options(selectinload(HumanTask.candidates)), to_task)
+        now = self._ctx.now()
+        stmt = select(HumanTask).options(selectinload(HumanTask.candidates), joinedload(HumanTask.instance))
+        return TaskQuery(self._ctx.db, stmt, lambda row: to_task(row, now))
 
     def get(self, task_id: str) -> results.UserTask:
         with self._ctx.db.unit_of_work(write=False) as uow:
-            return to_task(_row(uow.session, task_id))
+            return to_task(_row(uow.session, task_id), self._ctx.now())
 
     def claim(self, task_id: str, *, user: str, actor: str | None = None) -> results.UserTask:
         """Take an open task. Raises ConflictError if someone else holds it or it is closed."""
@@ -145,7 +181,7 @@ class TaskService:
                 at=now,
             )
             uow.session.flush()
-            result = to_task(row)
+            result = to_task(row, now)
             uow.commit()
         return result
 
