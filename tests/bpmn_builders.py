@@ -113,3 +113,58 @@ def boundary_timer(
         f'<bpmn:sequenceFlow id="f4" sourceRef="{target}" targetRef="end_timer" />',
     ]
     return _process(pid, pid, body)
+
+
+def timer_start(pid: str, expression: str, timer: str = "timeCycle") -> bytes:
+    """A process started by a timer start event, waiting at user task ``handle``."""
+    body = [
+        f'<bpmn:startEvent id="tick"><bpmn:timerEventDefinition><bpmn:{timer}>{escape(expression)}'
+        f"</bpmn:{timer}></bpmn:timerEventDefinition></bpmn:startEvent>",
+        '<bpmn:userTask id="handle" name="handle" />',
+        '<bpmn:endEvent id="end" />',
+        '<bpmn:sequenceFlow id="f1" sourceRef="tick" targetRef="handle" />',
+        '<bpmn:sequenceFlow id="f2" sourceRef="handle" targetRef="end" />',
+    ]
+    return _process(pid, pid, body)
+
+
+def intermediate_timer(pid: str, expression: str, timer: str = "timeDate") -> bytes:
+    """start -> wait on a timer catch event -> user task ``after``."""
+    body = [
+        '<bpmn:startEvent id="start" />',
+        f'<bpmn:intermediateCatchEvent id="wait"><bpmn:timerEventDefinition><bpmn:{timer}>'
+        f"{escape(expression)}</bpmn:{timer}></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>",
+        '<bpmn:userTask id="after" name="after" />',
+        '<bpmn:endEvent id="end" />',
+        '<bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="wait" />',
+        '<bpmn:sequenceFlow id="f2" sourceRef="wait" targetRef="after" />',
+        '<bpmn:sequenceFlow id="f3" sourceRef="after" targetRef="end" />',
+    ]
+    return _process(pid, pid, body)
+
+
+def event_gateway_timer(pid: str, expression: str) -> bytes:
+    """An event-based gateway waiting for message ``reply`` or a timer; each leads to a user task."""
+    body = [
+        '<bpmn:startEvent id="start" />',
+        '<bpmn:eventBasedGateway id="gw" />',
+        '<bpmn:intermediateCatchEvent id="got_reply"><bpmn:messageEventDefinition messageRef="reply" />'
+        "</bpmn:intermediateCatchEvent>",
+        f'<bpmn:intermediateCatchEvent id="timeout"><bpmn:timerEventDefinition><bpmn:timeDuration>'
+        f"{escape(expression)}</bpmn:timeDuration></bpmn:timerEventDefinition></bpmn:intermediateCatchEvent>",
+        '<bpmn:userTask id="read_reply" name="read_reply" />',
+        '<bpmn:userTask id="chase" name="chase" />',
+        '<bpmn:endEvent id="end1" />',
+        '<bpmn:endEvent id="end2" />',
+        '<bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="gw" />',
+        '<bpmn:sequenceFlow id="f2" sourceRef="gw" targetRef="got_reply" />',
+        '<bpmn:sequenceFlow id="f3" sourceRef="gw" targetRef="timeout" />',
+        '<bpmn:sequenceFlow id="f4" sourceRef="got_reply" targetRef="read_reply" />',
+        '<bpmn:sequenceFlow id="f5" sourceRef="timeout" targetRef="chase" />',
+        '<bpmn:sequenceFlow id="f6" sourceRef="read_reply" targetRef="end1" />',
+        '<bpmn:sequenceFlow id="f7" sourceRef="chase" targetRef="end2" />',
+    ]
+    xml = _process(pid, pid, body).decode()
+    return xml.replace(
+        "</bpmn:definitions>", '<bpmn:message id="reply" name="reply" />\n</bpmn:definitions>'
+    ).encode()
