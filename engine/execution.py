@@ -282,7 +282,7 @@ def waits_of(workflow: BpmnWorkflow) -> Waits:
                 waits.messages[f"{task.id}:{definition.name}"] = (
                     "message",
                     definition.name,
-                    correlation_key(task),
+                    correlation_key(task, definition),
                 )
             elif isinstance(definition, SignalEventDefinition):
                 waits.messages[f"{task.id}:{definition.name}"] = ("signal", definition.name, None)
@@ -296,13 +296,36 @@ def _event_definitions(task: Task) -> list[Any]:
     return [definition] if definition is not None else []
 
 
-def correlation_key(task: Task) -> str | None:
-    """The key a message for this waiting task must carry (None: any message of that name)."""
-    keys = task.workflow.top_workflow.correlations
-    if not keys:
+def correlation_key(task: Task, definition: Any = None) -> str | None:
+    """The key a message for this waiting task must carry (None: any message of that name).
+
+    The correlation properties SpiffWorkflow knows for the message (``bpmn:correlationProperty``
+    retrieval expressions, and spiff ``processVariableCorrelation`` expressions, which win on a
+    shared name) are evaluated against the waiting task's data in the script sandbox and written as
+    ``"order_id=42"`` by ``engine.messaging.format_key``, exactly as a caller's keys are. An
+    expression that cannot be evaluated yet gives a key no caller can produce: the instance waits
+    unreachable rather than catching messages meant for others. ``definition`` picks one message of
+    a task that waits for several (event-based gateway); without it their properties are combined.
+    """
+    from engine.messaging import correlation_expressions, format_key, unresolved_key
+
+    if definition is not None:
+        definitions = [definition]
+    else:
+        definitions = [d for d in _event_definitions(task) if isinstance(d, MessageEventDefinition)]
+    expressions: dict[str, str] = {}
+    for message in definitions:
+        expressions.update(correlation_expressions(message))
+    if not expressions:
         return None
-    values = [str(v) for _, v in sorted(keys.items()) if v is not None]
-    return "|".join(values) or None
+    environment = task.workflow.script_engine.environment
+    values: dict[str, Any] = {}
+    for name, expression in expressions.items():
+        try:
+            values[name] = environment.evaluate(expression, task.data)
+        except Exception:  # noqa: BLE001 - missing data or a failing expression: nobody can match yet
+            return unresolved_key(name)
+    return format_key(values)
 
 
 def persist(

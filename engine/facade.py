@@ -9,7 +9,9 @@ from __future__ import annotations
 from engine.context import EngineConfig, EngineContext
 from engine.db import Database
 from engine.history import HistoryService
+from engine.identity import IdentityService
 from engine.management import ManagementService
+from engine.messaging import MessageService
 from engine.repository import RepositoryService
 from engine.runtime import RuntimeService
 from engine.tasks import TaskService
@@ -23,7 +25,9 @@ class Engine:
         self.runtime = RuntimeService(self.context)
         self.tasks = TaskService(self.context)
         self.history = HistoryService(self.context)
+        self.identity = IdentityService(self.context)
         self.management = ManagementService(self.context)
+        self.messages = MessageService(self.context)
 
     @classmethod
     def from_url(cls, url: str, config: EngineConfig | None = None, **engine_kwargs) -> Engine:

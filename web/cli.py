@@ -1,4 +1,4 @@
-"""The ``baton`` command line: set up the database, deploy, start instances, serve."""
+"""The ``baton`` command line: set up the database, deploy, start instances, send messages, serve."""
 
 from __future__ import annotations
 
@@ -154,6 +154,44 @@ def start(key: str, variables: tuple[str, ...], business_key: str | None, user: 
         _fail(f"the instance failed at {instance.error_element}: {instance.error_message}")
 
 
+@main.command()
+@click.argument("name")
+@click.option("--key", "keys", multiple=True, help="Correlation key name=value (JSON values are parsed).")
+@click.option("--var", "variables", multiple=True, help="name=value (JSON values are parsed).")
+@click.option("--as", "user", default="cli", show_default=True)
+def message(name: str, keys: tuple[str, ...], variables: tuple[str, ...], user: str) -> None:
+    """Deliver message NAME to the one instance waiting for it (or start one on a message start)."""
+    try:
+        correlation = dict(_parse_var(k) for k in keys)
+        data = dict(_parse_var(v) for v in variables)
+        with _app() as app:
+            result = _engine(app).messages.correlate(name, keys=correlation, variables=data, actor=user)
+            instance = _engine(app).runtime.get(result.instance_id)
+    except BatonError as exc:
+        _fail(f"cannot deliver message {name}: {exc.message}")
+    verb = "started" if result.started else "delivered to"
+    click.echo(f"message {name}: {verb} {instance.id} ({instance.definition_key}): {instance.state}")
+    if instance.state == "error":
+        _fail(f"the instance failed at {instance.error_element}: {instance.error_message}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--var", "variables", multiple=True, help="name=value (JSON values are parsed).")
+@click.option("--as", "user", default="cli", show_default=True)
+def signal(name: str, variables: tuple[str, ...], user: str) -> None:
+    """Broadcast signal NAME to every waiting instance and every process that starts on it."""
+    try:
+        data = dict(_parse_var(v) for v in variables)
+        with _app() as app:
+            reached = _engine(app).messages.broadcast_signal(name, variables=data, actor=user)
+    except BatonError as exc:
+        _fail(f"cannot broadcast signal {name}: {exc.message}")
+    click.echo(f"signal {name}: reached {len(reached)} instance(s)")
+    for instance_id in reached:
+        click.echo(f"  {instance_id}")
+
+
 def _serve(app: Flask, host: str, port: int) -> None:
     from werkzeug.serving import run_simple
 
@@ -177,7 +215,23 @@ def serve(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--interval", default=0.5, show_default=True, type=float, help="Seconds between polls.")
-def scheduler(interval: float) -> None:
+@click.option(
+    "--batch", default=50, show_default=True, type=click.IntRange(min=1), help="Jobs leased per query."
+)
+@click.option(
+    "--lease-seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="How long leased jobs stay ours: after a crash, other schedulers fire them this much later.",
+)
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Jobs this process fires at once.  [default: 4 on PostgreSQL, 1 on SQLite]",
+)
+def scheduler(interval: float, batch: int, lease_seconds: float, workers: int | None) -> None:
     """Run a standalone scheduler process (several may share one PostgreSQL database)."""
     import logging
 
@@ -185,7 +239,7 @@ def scheduler(interval: float) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with _app() as app:
-        runner = JobRunner(_engine(app))
+        runner = JobRunner(_engine(app), batch=batch, lease_seconds=lease_seconds, workers=workers)
         click.echo(f"scheduler {runner.owner} started (Ctrl+C stops)")
         try:
             runner.run_forever(interval)
