@@ -5,16 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from engine.calendar import BusinessCalendar, script_functions
 from engine.db import AUDIT_BUFFER, Database
+from engine.form_cache import FormCache
 from engine.live import LiveCache
 from engine.scripts import BatonScriptEngine
 from engine.serialization import StateSerializer
 from engine.specs import SpecCache
+
+SHARED_FORMS = Path(__file__).resolve().parents[1] / "forms"  # forms shared by several bundles
 
 
 def utcnow() -> datetime:
@@ -29,6 +33,7 @@ class EngineConfig:
     live_cache_size: int = 2000  # deserialized workflows kept between commands (0 disables)
     script_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     calendar: BusinessCalendar | None = None  # None: working hours + the holiday files in engine/data
+    shared_forms_dir: Path | None = SHARED_FORMS
     clock: Callable[[], datetime] = utcnow
 
 
@@ -39,6 +44,7 @@ class EngineContext:
         self.specs = SpecCache(config.spec_cache_size)
         self.serializer = StateSerializer()
         self.live = LiveCache(config.live_cache_size)
+        self.forms = FormCache(self.specs, config.shared_forms_dir)
         self.calendar = config.calendar or BusinessCalendar.default()
         functions = {
             "now": lambda: self.now().isoformat(),

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.task import TaskState
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from engine import results
 from engine.context import EngineContext
 from engine.db import UnitOfWork
-from engine.errors import ConflictError, NotFoundError, ValidationError
+from engine.errors import ConflictError, NotFoundError
 from engine.execution import (
     CANCELLED,
     ERROR,
@@ -32,9 +32,9 @@ from engine.execution import (
     persist,
     retry_failed,
 )
-from engine.models import HumanTask, ProcessDefinition, ProcessInstance
+from engine.models import HumanTask, ProcessDefinition, ProcessInstance, TaskCandidate
 from engine.query import Query
-from engine.serialization import data_to_json
+from engine.serialization import check_variables, data_to_json
 from engine.timers import shift_timers
 
 
@@ -65,6 +65,9 @@ def to_instance(
 
 
 class InstanceQuery(Query[results.ProcessInstance]):
+    def id(self, instance_id: str) -> InstanceQuery:
+        return self._where(ProcessInstance.id == instance_id)
+
     def definition_key(self, key: str) -> InstanceQuery:
         return self._where(ProcessInstance.definition_key == key)
 
@@ -77,19 +80,33 @@ class InstanceQuery(Query[results.ProcessInstance]):
     def started_by(self, user: str) -> InstanceQuery:
         return self._where(ProcessInstance.started_by == user)
 
+    def involving(
+        self, user: str, groups: Iterable[str] = (), *, starters: Iterable[str] = ()
+    ) -> InstanceQuery:
+        """Instances a user may see: started by them (or by ``starters``: a manager's departments),
+        or with a task they handled or that is offered to them or their groups."""
+        tasks = select(HumanTask.instance_id).where(
+            or_(
+                HumanTask.assignee == user,
+                HumanTask.completed_by == user,
+                HumanTask.claimed_by == user,
+                HumanTask.id.in_(
+                    select(TaskCandidate.task_id).where(
+                        or_(
+                            and_(TaskCandidate.kind == "user", TaskCandidate.name == user),
+                            and_(TaskCandidate.kind == "group", TaskCandidate.name.in_(list(groups))),
+                        )
+                    )
+                ),
+            )
+        )
+        return self._where(
+            or_(ProcessInstance.started_by.in_([user, *starters]), ProcessInstance.id.in_(tasks))
+        )
+
     def order_by_started(self, descending: bool = True) -> InstanceQuery:
         col = ProcessInstance.started_at
         return self._order_by(col.desc() if descending else col, ProcessInstance.id)
-
-
-def _check_variables(variables: Mapping[str, Any] | None) -> dict[str, Any]:
-    if variables is None:
-        return {}
-    if not isinstance(variables, Mapping) or not all(
-        isinstance(k, str) and k.isidentifier() for k in variables
-    ):
-        raise ValidationError("variables must be an object whose names are identifiers")
-    return dict(variables)
 
 
 def latest_definition(session: Session, key: str) -> ProcessDefinition:
@@ -184,7 +201,7 @@ class RuntimeService:
         An engine error while running the first steps leaves the instance in ``error`` (created
         and retryable); the caller sees it in the returned state.
         """
-        data = _check_variables(variables)
+        data = check_variables(variables)
         with conflicts_as_errors(), self._ctx.db.unit_of_work() as uow:
             definition = latest_definition(uow.session, key)
             record = start_instance(
@@ -252,7 +269,7 @@ class RuntimeService:
         self, instance_id: str, *, actor: str | None, variables: Mapping[str, Any] | None = None
     ) -> results.ProcessInstance:
         """Run the failed steps of an errored instance again, optionally with corrected variables."""
-        fixes = _check_variables(variables)
+        fixes = check_variables(variables)
 
         def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
             element = live.row.error_element

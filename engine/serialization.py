@@ -19,6 +19,7 @@ from SpiffWorkflow.bpmn.specs.bpmn_process_spec import BpmnProcessSpec
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 
 from engine.bpmn import SERIALIZER_CONFIG
+from engine.errors import ValidationError
 
 FORMAT = "baton-1"  # bump with a migration in engine/state_migrations when the layout changes
 
@@ -74,6 +75,17 @@ class StateSerializer:
 
     def loads_with_spec(self, state: str) -> BpmnWorkflow:
         return self._full.deserialize_json(state)
+
+
+def check_variables(variables: Any) -> dict[str, Any]:
+    """Variables going into task data: an object whose names are identifiers (scripts read them)."""
+    if variables is None:
+        return {}
+    if not isinstance(variables, dict) or not all(
+        isinstance(k, str) and k.isidentifier() and not k.startswith("_") for k in variables
+    ):
+        raise ValidationError("variables must be an object whose names are identifiers not starting with '_'")
+    return dict(variables)
 
 
 def data_to_json(value: Any) -> Any:

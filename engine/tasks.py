@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,12 +11,14 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from engine import results
+from engine.bpmn import human_task_meta
 from engine.context import EngineContext
 from engine.errors import ConflictError, NotFoundError, ValidationError
 from engine.execution import LiveInstance, Mutation, advance, conflicts_as_errors, mutate_instance, task_by_id
+from engine.forms import Form, clean
 from engine.models import HumanTask, ProcessInstance, TaskCandidate
 from engine.query import Query
-from engine.serialization import data_to_json
+from engine.serialization import check_variables, data_to_json
 
 
 def sla_state(
@@ -62,6 +64,9 @@ def to_task(row: HumanTask, now: datetime | None = None) -> results.UserTask:
 
 
 class TaskQuery(Query[results.UserTask]):
+    def id(self, task_id: str) -> TaskQuery:
+        return self._where(HumanTask.id == task_id)
+
     def open(self) -> TaskQuery:
         return self._where(HumanTask.state == "ready")
 
@@ -82,6 +87,51 @@ class TaskQuery(Query[results.UserTask]):
 
     def candidate_groups(self, *groups: str) -> TaskQuery:
         return self._where(HumanTask.id.in_(_candidates("group", groups)))
+
+    def offered_to(self, user: str, groups: Iterable[str] = ()) -> TaskQuery:
+        """Tasks a user may take: assigned to them, or unassigned and offered to them or their groups."""
+        return self._where(
+            or_(HumanTask.assignee == user, and_(HumanTask.assignee.is_(None), _offered(user, groups)))
+        )
+
+    def group_pool(self, user: str, groups: Iterable[str] = ()) -> TaskQuery:
+        """Unassigned tasks offered to the user or one of their groups (the group inbox)."""
+        return self._where(HumanTask.assignee.is_(None), _offered(user, groups))
+
+    def visible_to(self, user: str, groups: Iterable[str] = (), *, starters: Iterable[str] = ()) -> TaskQuery:
+        """Tasks a user may see: offered to them (as above), ones they handled, and the tasks of
+        instances started by them or by ``starters`` (a manager's departments)."""
+        people = [user, *starters]
+        return self._where(
+            or_(
+                HumanTask.assignee == user,
+                HumanTask.completed_by == user,
+                HumanTask.claimed_by == user,
+                _offered(user, groups),
+                HumanTask.instance_id.in_(
+                    select(ProcessInstance.id).where(ProcessInstance.started_by.in_(people))
+                ),
+            )
+        )
+
+    def definition(self, key: str) -> TaskQuery:
+        return self._where(HumanTask.definition_key == key)
+
+    def priority_at_least(self, priority: int) -> TaskQuery:
+        return self._where(HumanTask.priority >= priority)
+
+    def started_by(self, user: str) -> TaskQuery:
+        return self._where(
+            HumanTask.instance_id.in_(select(ProcessInstance.id).where(ProcessInstance.started_by == user))
+        )
+
+    def order_by_priority(self) -> TaskQuery:
+        return self._order_by(
+            HumanTask.priority.desc(), HumanTask.due_at.is_(None), HumanTask.due_at, HumanTask.id
+        )
+
+    def order_by_completed(self) -> TaskQuery:
+        return self._order_by(HumanTask.completed_at.desc(), HumanTask.id)
 
     def element(self, element_id: str) -> TaskQuery:
         return self._where(HumanTask.element_id == element_id)
@@ -109,6 +159,12 @@ class TaskQuery(Query[results.UserTask]):
 
     def order_by_created(self) -> TaskQuery:
         return self._order_by(HumanTask.created_at, HumanTask.id)
+
+
+def _offered(user: str, groups: Iterable[str]) -> Any:
+    groups = list(groups)
+    offered = HumanTask.id.in_(_candidates("user", [user]))
+    return or_(offered, HumanTask.id.in_(_candidates("group", groups))) if groups else offered
 
 
 def _candidates(kind: str, names) -> Any:
@@ -185,22 +241,45 @@ class TaskService:
             uow.commit()
         return result
 
-    def complete(self, task_id: str, *, actor: str, data: Mapping[str, Any] | None = None) -> None:
-        """Complete an open task with form data and run the process on to its next wait state.
+    def form(self, task_id: str) -> Form | None:
+        """The form a task is completed with (None: the task takes no form)."""
+        with self._ctx.db.unit_of_work(write=False) as uow:
+            row = _row(uow.session, task_id)
+            return self._ctx.forms.get(uow.session, row.instance.definition_id, row.element_id)
 
-        Raises NotFoundError, ConflictError (already completed, instance not running, or a
-        concurrent change won). Exactly one of several concurrent completions succeeds. An engine
+    def complete(
+        self,
+        task_id: str,
+        *,
+        actor: str,
+        data: Mapping[str, Any] | None = None,
+        from_json: bool = True,
+        files: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Complete an open task with submitted data and run the process on to its next wait state.
+
+        The data is parsed and validated against the task's form first (``from_json=False`` for
+        raw HTML form fields): nothing unvalidated reaches task data. Raises ValidationError (with
+        field problems), NotFoundError, ConflictError (already completed, instance not running, or
+        a concurrent change won; exactly one of several concurrent completions succeeds). An engine
         error in the steps that follow leaves the instance in ``error`` (the completion stands).
         """
-        data = dict(data or {})
+        submitted = dict(data or {})
 
         def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
             task = task_by_id(live.workflow, task_id)
             if task is None or task.state != TaskState.READY or task_id not in live.before.ready:
                 raise ConflictError("task is no longer open")
+            form = self._ctx.forms.get(session, live.row.definition_id, task.task_spec.bpmn_id)
+            if form is not None:
+                cleaned = clean(form, submitted, files=files, from_json=from_json)
+            else:
+                cleaned = check_variables(submitted)
+            variable = human_task_meta(task.task_spec).form_variable
+            values = {variable: cleaned} if variable else cleaned
 
             def run() -> None:
-                task.data.update(data)
+                task.data.update(values)
                 task.run()
 
             failure = advance(live.workflow, run)
@@ -211,7 +290,7 @@ class TaskService:
                 instance_id=live.row.id,
                 task_id=task_id,
                 element_id=task.task_spec.bpmn_id,
-                details={"data": data_to_json(data)},
+                details={"data": data_to_json(values)},
                 at=now,
             )
             return Mutation(failure=failure, completed=(task_id,))

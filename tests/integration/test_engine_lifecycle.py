@@ -189,3 +189,26 @@ class TestInstanceControl:
             conn.rollback()
             with pytest.raises(Exception, match="append-only"):
                 conn.execute(text("DELETE FROM audit_log"))
+
+
+class TestFormValidation:
+    def test_invalid_form_data_is_refused_and_changes_nothing(self, engine):
+        engine.repository.deploy(process_bundle("expense_approval"), deployed_by="designer")
+        instance = engine.runtime.start("expense_approval", started_by="li", variables={"initiator": "li"})
+        task = engine.tasks.query().instance(instance.id).open().first()
+        with pytest.raises(ValidationError) as caught:
+            engine.tasks.complete(task.id, actor="li", data={"amount": -5, "reason": "x", "os": "rm"})
+        fields = {p["field"] for p in caught.value.problems}
+        assert {"amount", "reason"} <= fields
+        assert engine.tasks.get(task.id).state == "ready"
+        assert "amount" not in engine.runtime.variables(instance.id)
+        assert engine.tasks.form(task.id).field("amount") is not None
+
+    def test_html_form_strings_are_coerced(self, engine):
+        engine.repository.deploy(process_bundle("expense_approval"), deployed_by="designer")
+        instance = engine.runtime.start("expense_approval", started_by="li", variables={"initiator": "li"})
+        task = engine.tasks.query().instance(instance.id).open().first()
+        engine.tasks.complete(
+            task.id, actor="li", data={"amount": "1,234.5", "reason": "出差", "category": "travel"}, from_json=False
+        )
+        assert engine.runtime.variables(instance.id)["amount"] == 1234.5
