@@ -422,9 +422,11 @@ def _sync_human_tasks(
     for task in opened:
         meta = human_task_meta(task.task_spec)
         task_id = str(task.id)
-        groups = resolve_people(meta.candidate_groups, task.data) or ((meta.lane,) if meta.lane else ())
-        users = resolve_people(meta.candidate_users, task.data)
         assignee = next(iter(resolve_people((meta.assignee,) if meta.assignee else (), task.data)), None)
+        users = resolve_people(meta.candidate_users, task.data)
+        groups = resolve_people(meta.candidate_groups, task.data)
+        if not groups and not users and assignee is None and meta.lane:
+            groups = (meta.lane,)  # a lane offers its unassigned tasks to the group of the same name
         rows.append(
             {
                 "id": task_id,

@@ -242,3 +242,129 @@ class MessageSubscription(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_message_subscription_name_key", "kind", "message_name", "correlation_key"),)
+
+
+class Department(Base):
+    """One node of the org chart: a name unique among its siblings, an optional manager (主管)."""
+
+    __tablename__ = "department"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("department.id"), index=True)
+    # use_alter: department and user_account reference each other
+    manager_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="SET NULL", use_alter=True), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    parent: Mapped[Department | None] = relationship(remote_side=[id])
+    manager: Mapped[UserAccount | None] = relationship(foreign_keys=[manager_id], post_update=True)
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (UniqueConstraint("parent_id", "name"),)
+
+
+# NULLs are distinct in unique constraints: top-level departments need their own unique index.
+Index(
+    "uq_department_root_name",
+    Department.name,
+    unique=True,
+    sqlite_where=Department.parent_id.is_(None),
+    postgresql_where=Department.parent_id.is_(None),
+)
+
+
+class UserAccount(Base):
+    """A person who signs in (``user`` is a reserved word in PostgreSQL, hence the table name)."""
+
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(255))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))  # admin | designer | manager | employee
+    state: Mapped[str] = mapped_column(String(10), index=True)  # active | frozen
+    locale: Mapped[str] = mapped_column(String(10))  # zh_CN | en
+    department_id: Mapped[int | None] = mapped_column(
+        ForeignKey("department.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    department: Mapped[Department | None] = relationship(foreign_keys=[department_id])
+    groups: Mapped[list[UserGroup]] = relationship(
+        secondary="group_member", back_populates="members", order_by="UserGroup.name"
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class UserGroup(Base):
+    """A named set of users: BPMN candidate groups and lanes refer to groups by ``name``."""
+
+    __tablename__ = "user_group"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    members: Mapped[list[UserAccount]] = relationship(
+        secondary="group_member", back_populates="groups", order_by="UserAccount.username"
+    )
+
+
+class GroupMember(Base):
+    __tablename__ = "group_member"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("user_group.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ApiToken(Base):
+    """A personal API token: only the SHA-256 of the token is kept; the token is shown once."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[UserAccount] = relationship()
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins per username (known or not): too many in a row lock the name for a while."""
+
+    __tablename__ = "login_throttle"
+
+    username: Mapped[str] = mapped_column(String(150), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Comment(Base):
+    """A remark on an instance (and optionally one of its tasks): approvers' notes, questions, replies."""
+
+    __tablename__ = "comment"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("process_instance.id", ondelete="CASCADE"), index=True
+    )
+    task_id: Mapped[str | None] = mapped_column(String(36))
+    author: Mapped[str] = mapped_column(String(150))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -48,6 +48,9 @@ class DefinitionQuery(Query[results.ProcessDefinition]):
     def key(self, key: str) -> DefinitionQuery:
         return self._where(ProcessDefinition.key == key)
 
+    def version(self, version: int) -> DefinitionQuery:
+        return self._where(ProcessDefinition.version == version)
+
     def latest_only(self) -> DefinitionQuery:
         latest = (
             select(ProcessDefinition.key, func.max(ProcessDefinition.version).label("v"))

@@ -85,3 +85,13 @@ class AuditEvent:
     task_id: str | None
     element_id: str | None
     details: dict[str, Any] | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class Comment:
+    id: int
+    instance_id: str
+    task_id: str | None
+    author: str
+    body: str
+    created_at: datetime

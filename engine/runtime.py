@@ -90,13 +90,16 @@ class InstanceQuery(Query[results.ProcessInstance]):
                 HumanTask.assignee == user,
                 HumanTask.completed_by == user,
                 HumanTask.claimed_by == user,
-                HumanTask.id.in_(
-                    select(TaskCandidate.task_id).where(
-                        or_(
-                            and_(TaskCandidate.kind == "user", TaskCandidate.name == user),
-                            and_(TaskCandidate.kind == "group", TaskCandidate.name.in_(list(groups))),
+                and_(
+                    HumanTask.assignee.is_(None),
+                    HumanTask.id.in_(
+                        select(TaskCandidate.task_id).where(
+                            or_(
+                                and_(TaskCandidate.kind == "user", TaskCandidate.name == user),
+                                and_(TaskCandidate.kind == "group", TaskCandidate.name.in_(list(groups))),
+                            )
                         )
-                    )
+                    ),
                 ),
             )
         )

@@ -16,6 +16,7 @@ from engine.context import EngineContext
 from engine.errors import ConflictError, NotFoundError, ValidationError
 from engine.execution import LiveInstance, Mutation, advance, conflicts_as_errors, mutate_instance, task_by_id
 from engine.forms import Form, clean
+from engine.models import Comment as CommentRow
 from engine.models import HumanTask, ProcessInstance, TaskCandidate
 from engine.query import Query
 from engine.serialization import check_variables, data_to_json
@@ -73,6 +74,9 @@ class TaskQuery(Query[results.UserTask]):
     def state(self, *states: str) -> TaskQuery:
         return self._where(HumanTask.state.in_(states))
 
+    def completed_by(self, user: str) -> TaskQuery:
+        return self._where(HumanTask.completed_by == user)
+
     def instance(self, instance_id: str) -> TaskQuery:
         return self._where(HumanTask.instance_id == instance_id)
 
@@ -96,7 +100,7 @@ class TaskQuery(Query[results.UserTask]):
 
     def group_pool(self, user: str, groups: Iterable[str] = ()) -> TaskQuery:
         """Unassigned tasks offered to the user or one of their groups (the group inbox)."""
-        return self._where(HumanTask.assignee.is_(None), _offered(user, groups))
+        return self._where(_offered(user, groups))
 
     def visible_to(self, user: str, groups: Iterable[str] = (), *, starters: Iterable[str] = ()) -> TaskQuery:
         """Tasks a user may see: offered to them (as above), ones they handled, and the tasks of
@@ -162,9 +166,12 @@ class TaskQuery(Query[results.UserTask]):
 
 
 def _offered(user: str, groups: Iterable[str]) -> Any:
+    """Unassigned tasks whose candidates include the user or one of their groups."""
     groups = list(groups)
     offered = HumanTask.id.in_(_candidates("user", [user]))
-    return or_(offered, HumanTask.id.in_(_candidates("group", groups))) if groups else offered
+    if groups:
+        offered = or_(offered, HumanTask.id.in_(_candidates("group", groups)))
+    return and_(HumanTask.assignee.is_(None), offered)
 
 
 def _candidates(kind: str, names) -> Any:
@@ -241,6 +248,42 @@ class TaskService:
             uow.commit()
         return result
 
+    def comments(self, instance_id: str, *, task_id: str | None = None) -> list[results.Comment]:
+        """Comments on an instance (or on one of its tasks), oldest first."""
+        stmt = select(CommentRow).where(CommentRow.instance_id == instance_id).order_by(CommentRow.id)
+        if task_id is not None:
+            stmt = stmt.where(CommentRow.task_id == task_id)
+        with self._ctx.db.unit_of_work(write=False) as uow:
+            return [_to_comment(row) for row in uow.session.scalars(stmt)]
+
+    def add_comment(
+        self, instance_id: str, body: str, *, author: str, task_id: str | None = None
+    ) -> results.Comment:
+        body = (body or "").strip()
+        if not body or len(body) > 5000:
+            raise ValidationError("a comment needs 1 to 5000 characters")
+        with self._ctx.db.unit_of_work() as uow:
+            if uow.session.get(ProcessInstance, instance_id) is None:
+                raise NotFoundError(f"process instance {instance_id} not found")
+            now = self._ctx.now()
+            row = CommentRow(
+                instance_id=instance_id, task_id=task_id, author=author, body=body, created_at=now
+            )
+            uow.session.add(row)
+            uow.session.flush()
+            self._ctx.audit(
+                uow.session,
+                "comment_added",
+                actor=author,
+                instance_id=instance_id,
+                task_id=task_id,
+                details={"comment": row.id},
+                at=now,
+            )
+            result = _to_comment(row)
+            uow.commit()
+        return result
+
     def form(self, task_id: str) -> Form | None:
         """The form a task is completed with (None: the task takes no form)."""
         with self._ctx.db.unit_of_work(write=False) as uow:
@@ -296,6 +339,10 @@ class TaskService:
             return Mutation(failure=failure, completed=(task_id,))
 
         mutate_instance(self._ctx, None, change, actor=actor, task_id=task_id)
+
+
+def _to_comment(row: CommentRow) -> results.Comment:
+    return results.Comment(row.id, row.instance_id, row.task_id, row.author, row.body, row.created_at)
 
 
 def _row(session: Session, task_id: str) -> HumanTask:

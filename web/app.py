@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -9,14 +10,16 @@ from flask import Flask
 from engine.context import EngineConfig
 from engine.db import Database, configure_engine, normalize_url
 from engine.facade import Engine
-from web import errors
+from web import errors, i18n
 from web.config import load_config
 from web.extensions import db
+from web.security import check_csrf, csrf_token, current_principal
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(load_config(app.instance_path))
+    app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=12))
     if test_config:
         app.config.from_mapping(test_config)
     app.config["SQLALCHEMY_DATABASE_URI"] = normalize_url(app.config["SQLALCHEMY_DATABASE_URI"])
@@ -30,10 +33,26 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         ),
     )
     errors.register(app)
+    i18n.init_app(app)
+    app.before_request(check_csrf)
+    app.jinja_env.globals.update(csrf_token=csrf_token, current_principal=current_principal)
 
-    from web import home
+    from web import auth, home, inbox, openapi
+    from web.api import auth as api_auth
+    from web.api import definitions, instances, messages, tasks
 
-    app.register_blueprint(home.bp)
+    for blueprint in (
+        home.bp,
+        auth.bp,
+        inbox.bp,
+        openapi.bp,
+        api_auth.bp,
+        definitions.bp,
+        instances.bp,
+        tasks.bp,
+        messages.bp,
+    ):
+        app.register_blueprint(blueprint)
     return app
 
 

@@ -214,7 +214,13 @@ def serve(host: str, port: int) -> None:
 
 
 @main.command()
-@click.option("--interval", default=0.5, show_default=True, type=float, help="Seconds between polls.")
+@click.option(
+    "--interval",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between polls.",
+)
 @click.option(
     "--batch", default=50, show_default=True, type=click.IntRange(min=1), help="Jobs leased per query."
 )
@@ -238,6 +244,8 @@ def scheduler(interval: float, batch: int, lease_seconds: float, workers: int | 
     from engine.scheduler import JobRunner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("apscheduler.executors", "spiff"):  # a line per poll, a line per task state change
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     with _app() as app:
         runner = JobRunner(_engine(app), batch=batch, lease_seconds=lease_seconds, workers=workers)
         click.echo(f"scheduler {runner.owner} started (Ctrl+C stops)")

@@ -1,10 +1,10 @@
-"""The one place engine errors become HTTP answers: one JSON envelope for every API error."""
+"""The one place engine errors become HTTP answers: a JSON envelope for the API, a page for people."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, is_dataclass
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from engine.errors import (
@@ -35,13 +35,27 @@ def _details(details):
     return details
 
 
+def _wants_json() -> bool:
+    return (
+        request.path.startswith("/api/")
+        or request.path == "/healthz"
+        or request.accept_mimetypes.best == ("application/json")
+    )
+
+
+def _answer(code: str, message: str, status: int, details=None):
+    if _wants_json():
+        return jsonify({"error": {"code": code, "message": message, "details": details}}), status
+    return render_template("error.html", status=status, message=message, details=details), status
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(BatonError)
     def _baton(error: BatonError):
-        body = {"error": {"code": error.code, "message": error.message, "details": _details(error.details)}}
-        return jsonify(body), status_of(error)
+        return _answer(error.code, error.message, status_of(error), _details(error.details))
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):
-        body = {"error": {"code": error.name.lower().replace(" ", "_"), "message": error.description}}
-        return jsonify(body), error.code
+        return _answer(
+            error.name.lower().replace(" ", "_"), error.description or error.name, error.code or 500
+        )

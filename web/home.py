@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, current_app, jsonify, redirect, render_template, url_for
 from sqlalchemy import text
 
 from web.extensions import db
+from web.security import login_required
 
 bp = Blueprint("home", __name__)
 
 
 @bp.get("/")
+def root():
+    return redirect(url_for("inbox.todo"))
+
+
+@bp.get("/overview")
+@login_required
 def index():
     engine = current_app.extensions["baton.engine"]
     definitions = engine.repository.query().latest_only().order_by_key().list()

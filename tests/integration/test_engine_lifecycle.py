@@ -209,6 +209,9 @@ class TestFormValidation:
         instance = engine.runtime.start("expense_approval", started_by="li", variables={"initiator": "li"})
         task = engine.tasks.query().instance(instance.id).open().first()
         engine.tasks.complete(
-            task.id, actor="li", data={"amount": "1,234.5", "reason": "出差", "category": "travel"}, from_json=False
+            task.id,
+            actor="li",
+            data={"amount": "1,234.5", "reason": "出差", "category": "travel"},
+            from_json=False,
         )
         assert engine.runtime.variables(instance.id)["amount"] == 1234.5
