@@ -46,7 +46,7 @@ from engine.models import (
     ProcessInstance,
     TaskCandidate,
 )
-from engine.people import resolve_due, resolve_people, resolve_priority
+from engine.people import org_chart, resolve_due, resolve_people, resolve_priority
 from engine.serialization import FORMAT
 
 RUNNING = "running"
@@ -419,12 +419,13 @@ def _sync_human_tasks(
     if not opened:
         return
     rows, candidates = [], []
+    org = org_chart(session, initiator=live.row.started_by)  # manager(initiator), department_head('财务部')
     for task in opened:
         meta = human_task_meta(task.task_spec)
         task_id = str(task.id)
-        assignee = next(iter(resolve_people((meta.assignee,) if meta.assignee else (), task.data)), None)
-        users = resolve_people(meta.candidate_users, task.data)
-        groups = resolve_people(meta.candidate_groups, task.data)
+        assignee = next(iter(resolve_people((meta.assignee,) if meta.assignee else (), task.data, org)), None)
+        users = resolve_people(meta.candidate_users, task.data, org)
+        groups = resolve_people(meta.candidate_groups, task.data, org)
         if not groups and not users and assignee is None and meta.lane:
             groups = (meta.lane,)  # a lane offers its unassigned tasks to the group of the same name
         rows.append(

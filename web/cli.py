@@ -277,5 +277,14 @@ def demo(host: str, port: int, no_serve: bool) -> None:
             _serve(app, host, port)
 
 
+def _register_subcommands() -> None:
+    """Command groups that live in their own modules (they import this one, so register last)."""
+    from web.cli_identity import user
+
+    main.add_command(user)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))
