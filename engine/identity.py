@@ -34,6 +34,7 @@ from engine.models import (
     GroupMember,
     HumanTask,
     LoginThrottle,
+    SavedFilter,
     TaskCandidate,
     UserAccount,
     UserGroup,
@@ -132,6 +133,14 @@ class TokenInfo:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class SavedInboxFilter:
+    id: int
+    name: str
+    query: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -1046,6 +1055,49 @@ class IdentityService:
             info = to_token(row)
             uow.commit()
         return info
+
+    # -- saved inbox filters -------------------------------------------------------------------------
+
+    def saved_filters(self, username: str) -> list[SavedInboxFilter]:
+        """The user's saved inbox filters, by name."""
+        with self._ctx.db.unit_of_work(write=False) as uow:
+            rows = uow.session.scalars(
+                select(SavedFilter).where(SavedFilter.username == username).order_by(SavedFilter.name)
+            )
+            return [SavedInboxFilter(r.id, r.name, r.query, r.created_at) for r in rows]
+
+    def save_filter(self, username: str, name: str, query: str) -> SavedInboxFilter:
+        """Keep (or replace, by name) a filter of ``username``'s inbox: a query string."""
+        name = _check_name("filter", name, 100)
+        if len(query) > 2000:
+            raise ValidationError("a saved filter's query must be at most 2000 characters")
+        with self._ctx.db.unit_of_work() as uow:
+            session = uow.session
+            now = self._ctx.now()
+            row = session.scalars(
+                select(SavedFilter).where(SavedFilter.username == username, SavedFilter.name == name)
+            ).first()
+            if row is None:
+                row = SavedFilter(username=username, name=name, query=query, created_at=now)
+                session.add(row)
+            else:
+                row.query = query
+            session.flush()
+            self._ctx.audit(
+                session, "filter_saved", actor=username, details={"name": name, "query": query}, at=now
+            )
+            result = SavedInboxFilter(row.id, row.name, row.query, row.created_at)
+            uow.commit()
+        return result
+
+    def delete_filter(self, username: str, filter_id: int) -> None:
+        with self._ctx.db.unit_of_work() as uow:
+            row = uow.session.get(SavedFilter, filter_id)
+            if row is None or row.username != username:
+                raise NotFoundError(f"saved filter {filter_id} not found")
+            uow.session.delete(row)
+            self._ctx.audit(uow.session, "filter_deleted", actor=username, details={"name": row.name})
+            uow.commit()
 
     def tokens_of(self, username: str) -> list[TokenInfo]:
         """The user's tokens, newest first (revoked ones too). Raises NotFoundError."""

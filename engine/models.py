@@ -368,3 +368,17 @@ class Comment(Base):
     author: Mapped[str] = mapped_column(String(150))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SavedFilter(Base):
+    """A named inbox filter (a query string) a user keeps on the server."""
+
+    __tablename__ = "saved_filter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(150), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    query: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("username", "name"),)

@@ -554,3 +554,18 @@ class TestUserCommands:
             assert actors == ["cli", "cli"]
         finally:
             engine.close()
+
+
+class TestSavedFilters:
+    def test_save_replace_list_and_delete_only_own(self, engine):
+        identity = engine.identity
+        saved = identity.save_filter("li", "逾期", "sla=breached")
+        identity.save_filter("li", "逾期", "sla=breached&sort=priority")
+        identity.save_filter("zhang", "mine", "scope=mine")
+        assert [(f.name, f.query) for f in identity.saved_filters("li")] == [("逾期", "sla=breached&sort=priority")]
+        with pytest.raises(NotFoundError):
+            identity.delete_filter("zhang", saved.id)
+        identity.delete_filter("li", saved.id)
+        assert identity.saved_filters("li") == []
+        with pytest.raises(ValidationError):
+            identity.save_filter("li", "", "x")
