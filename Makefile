@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CATALOGS := $(wildcard web/translations/*/LC_MESSAGES/messages.po)
+VENDOR := web/static/vendor
 
 .PHONY: run test install lint bench clean
 
@@ -12,17 +14,36 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pybabel -q compile -d web/translations
 	touch $(STAMP)
 
-install: $(STAMP)
+# Translations: the .mo files are built, never committed (recompiled when a .po changes).
+web/translations/%/LC_MESSAGES/messages.mo: web/translations/%/LC_MESSAGES/messages.po | $(STAMP)
+	$(BIN)/pybabel -q compile -d web/translations -l $*
+
+# The process diagram viewer (bpmn-js) for the task page: optional, the page lists the steps without it.
+$(VENDOR)/bpmn-navigated-viewer.production.min.js: package.json
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "note: npm not found: task pages list the process steps instead of drawing the diagram"; \
+	elif npm install --no-audit --no-fund --loglevel=error && mkdir -p $(VENDOR) && \
+	     cp node_modules/bpmn-js/dist/bpmn-navigated-viewer.production.min.js \
+	        node_modules/bpmn-js/dist/assets/diagram-js.css node_modules/bpmn-js/dist/assets/bpmn-js.css $(VENDOR)/; then \
+	  echo "bpmn-js viewer copied to $(VENDOR)/"; \
+	else \
+	  echo "note: npm install failed: task pages list the process steps instead of drawing the diagram"; \
+	fi
+
+install: $(STAMP) $(CATALOGS:.po=.mo) $(VENDOR)/bpmn-navigated-viewer.production.min.js
 
 ## make run: install into .venv, create the database, deploy processes/, load samples/, serve on :5000
 run: install
 	$(BIN)/baton demo --host $${HOST:-127.0.0.1} --port $${PORT:-5000}
 
-## make test: install, make sure PostgreSQL is up when this machine has it, run the whole suite
+## make test: install, make sure PostgreSQL is up when this machine has it (and Chromium for the
+## browser tests), run the whole suite
 test: install
 	@bash scripts/ensure-postgres.sh
+	@bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -1068,7 +1068,9 @@ class IdentityService:
 
     def save_filter(self, username: str, name: str, query: str) -> SavedInboxFilter:
         """Keep (or replace, by name) a filter of ``username``'s inbox: a query string."""
-        name = _check_name("filter", name, 100)
+        name = (name or "").strip()
+        if not 1 <= len(name) <= 100 or not name.isprintable():
+            raise ValidationError("a saved filter needs a name of 1 to 100 characters")
         if len(query) > 2000:
             raise ValidationError("a saved filter's query must be at most 2000 characters")
         with self._ctx.db.unit_of_work() as uow:

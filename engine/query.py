@@ -1,11 +1,21 @@
-"""Fluent read-only queries with one contract: ``count() / first() / list() / page(index, size)``."""
+"""Fluent read-only queries with one contract: ``count() / first() / list() / page(index, size)``.
+
+A filter that says "any of these" (a user's inbox: assigned to them, or offered to them, or ...)
+is kept apart with ``_any_of`` and run as a UNION of one query per branch rather than as one
+``WHERE a OR b OR ...``: each branch then uses its own index, and for a page each branch stops
+after ``offset + size`` rows in the page's order (the union's first ``offset + size`` rows are
+among them), so a page costs the same with 100 or 100,000 matching rows. One big OR, by contrast,
+lets PostgreSQL use no index at all and evaluate the candidate sub-selects per row.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Self, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Column, Select, func, or_, select, union
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.util import ClauseAdapter
 
 from engine.db import Database
 
@@ -20,25 +30,80 @@ class Query(Generic[T]):
         self._stmt = stmt
         self._order: list[Any] = []
         self._to_result = to_result
+        self._branches: list[Any] | None = None  # "any of": one UNION member each, see module doc
 
     def _where(self, *criteria: Any) -> Self:
         self._stmt = self._stmt.where(*criteria)
         return self
 
+    def _any_of(self, *branches: Any) -> Self:
+        """Rows matching at least one branch. A second call narrows the first (AND, as ``_where``)."""
+        if self._branches is None and len(branches) > 1:
+            self._branches = list(branches)
+            return self
+        return self._where(or_(*branches))
+
     def _order_by(self, *columns: Any) -> Self:
         self._order.extend(columns)
         return self
 
+    # -- the UNION form ---------------------------------------------------------------------------
+
+    def _table(self) -> Any:
+        return self._stmt.column_descriptions[0]["entity"].__table__
+
+    def _ordering(self) -> list[Any]:
+        """The order, made total with the primary key (the members and the union must agree)."""
+        order = [o.__clause_element__() if hasattr(o, "__clause_element__") else o for o in self._order]
+        keys = [k for k in self._table().primary_key.columns if not any(k is o for o in order)]
+        return [*order, *keys]
+
+    def _member(self, branch: Any, columns: Sequence[Column], limit: int | None) -> Select:
+        criteria = [c for c in (self._stmt.whereclause, branch) if c is not None]
+        member = select(*columns).where(*criteria)
+        if limit is not None:  # SQLite wants a member with LIMIT wrapped in a sub-select
+            member = select(*member.order_by(*self._ordering()).limit(limit).subquery().c)
+        return member
+
+    def _union(self, limit: int | None) -> Any:
+        """The key (and order columns) of the rows matching any branch: at most ``limit`` per branch."""
+        table = self._table()
+        names = [c.name for c in table.primary_key.columns]
+        for expression in self._ordering():
+            for element in visitors.iterate(expression):
+                if isinstance(element, Column) and element.table is table and element.name not in names:
+                    names.append(element.name)
+        columns = [table.c[name] for name in names]
+        return union(*(self._member(b, columns, limit) for b in self._branches)).subquery("any_of")
+
+    def _statement(self, limit: int | None, offset: int) -> Select:
+        if self._branches is None:
+            stmt = self._stmt.order_by(*self._order)
+            if limit is not None:
+                stmt = stmt.limit(limit)
+            return stmt.offset(offset) if offset else stmt
+        matched = self._union(None if limit is None else limit + offset)
+        if limit is None and not offset:
+            ids = select(*(matched.c[c.name] for c in self._table().primary_key.columns))
+        else:
+            adapt = ClauseAdapter(matched).traverse
+            ids = select(*(matched.c[c.name] for c in self._table().primary_key.columns))
+            ids = ids.order_by(*(adapt(o) for o in self._ordering())).limit(limit).offset(offset or None)
+        (key,) = self._table().primary_key.columns
+        return self._stmt.where(key.in_(ids)).order_by(*self._ordering())
+
+    # -- terminal methods ---------------------------------------------------------------------------
+
     def count(self) -> int:
+        if self._branches is None:
+            counted = self._stmt.order_by(None).subquery()
+        else:
+            counted = self._union(None)  # UNION: each row once
         with self._db.unit_of_work(write=False) as uow:
-            return uow.session.scalar(select(func.count()).select_from(self._stmt.order_by(None).subquery()))
+            return uow.session.scalar(select(func.count()).select_from(counted))
 
     def list(self, limit: int | None = None, offset: int = 0) -> list[T]:
-        stmt = self._stmt.order_by(*self._order)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        if offset:
-            stmt = stmt.offset(offset)
+        stmt = self._statement(limit, offset)
         with self._db.unit_of_work(write=False) as uow:
             return [self._to_result(row) for row in uow.session.scalars(stmt)]
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from SpiffWorkflow.task import TaskState
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from engine import results
@@ -94,9 +94,7 @@ class TaskQuery(Query[results.UserTask]):
 
     def offered_to(self, user: str, groups: Iterable[str] = ()) -> TaskQuery:
         """Tasks a user may take: assigned to them, or unassigned and offered to them or their groups."""
-        return self._where(
-            or_(HumanTask.assignee == user, and_(HumanTask.assignee.is_(None), _offered(user, groups)))
-        )
+        return self._any_of(HumanTask.assignee == user, _offered(user, groups))
 
     def group_pool(self, user: str, groups: Iterable[str] = ()) -> TaskQuery:
         """Unassigned tasks offered to the user or one of their groups (the group inbox)."""
@@ -104,18 +102,16 @@ class TaskQuery(Query[results.UserTask]):
 
     def visible_to(self, user: str, groups: Iterable[str] = (), *, starters: Iterable[str] = ()) -> TaskQuery:
         """Tasks a user may see: offered to them (as above), ones they handled, and the tasks of
-        instances started by them or by ``starters`` (a manager's departments)."""
+        instances started by them or by ``starters`` (a manager's departments).
+
+        One UNION member per way of seeing a task (engine/query.py), each with its index."""
         people = [user, *starters]
-        return self._where(
-            or_(
-                HumanTask.assignee == user,
-                HumanTask.completed_by == user,
-                HumanTask.claimed_by == user,
-                _offered(user, groups),
-                HumanTask.instance_id.in_(
-                    select(ProcessInstance.id).where(ProcessInstance.started_by.in_(people))
-                ),
-            )
+        return self._any_of(
+            HumanTask.assignee == user,
+            HumanTask.claimed_by == user,
+            HumanTask.completed_by == user,
+            _offered(user, groups),
+            HumanTask.instance_id.in_(select(ProcessInstance.id).where(ProcessInstance.started_by.in_(people))),
         )
 
     def definition(self, key: str) -> TaskQuery:
@@ -130,9 +126,14 @@ class TaskQuery(Query[results.UserTask]):
         )
 
     def order_by_priority(self) -> TaskQuery:
-        return self._order_by(
-            HumanTask.priority.desc(), HumanTask.due_at.is_(None), HumanTask.due_at, HumanTask.id
-        )
+        return self._order_by(HumanTask.priority.desc(), *self._due_first(), HumanTask.id)
+
+    def _due_first(self) -> tuple[Any, ...]:
+        """Due date ascending, tasks without one last. PostgreSQL: ``NULLS LAST``, the order of its
+        indexes on due_at (so a page is an index walk); SQLite stores NULLs first either way."""
+        if self._db.dialect == "postgresql":
+            return (HumanTask.due_at.asc().nulls_last(),)
+        return (HumanTask.due_at.is_(None), HumanTask.due_at)
 
     def order_by_completed(self) -> TaskQuery:
         return self._order_by(HumanTask.completed_at.desc(), HumanTask.id)
@@ -142,8 +143,9 @@ class TaskQuery(Query[results.UserTask]):
 
     def sla(self, state: str, now: datetime) -> TaskQuery:
         """Open tasks by SLA state at ``now``: on_track, warning or breached (paused clocks excluded)."""
-        running = HumanTask.instance_id.in_(
-            select(ProcessInstance.id).where(ProcessInstance.sla_paused_at.is_(None))
+        # a probe of the task's own instance, not a list of every running instance
+        running = exists().where(
+            ProcessInstance.id == HumanTask.instance_id, ProcessInstance.sla_paused_at.is_(None)
         )
         if state == "breached":
             return self._where(HumanTask.due_at <= now, running)
@@ -157,21 +159,24 @@ class TaskQuery(Query[results.UserTask]):
         raise ValidationError(f"unknown SLA state {state!r}: on_track, warning or breached")
 
     def order_by_due(self) -> TaskQuery:
-        return self._order_by(
-            HumanTask.due_at.is_(None), HumanTask.due_at, HumanTask.created_at, HumanTask.id
-        )
+        return self._order_by(*self._due_first(), HumanTask.created_at, HumanTask.id)
 
     def order_by_created(self) -> TaskQuery:
         return self._order_by(HumanTask.created_at, HumanTask.id)
 
 
 def _offered(user: str, groups: Iterable[str]) -> Any:
-    """Unassigned tasks whose candidates include the user or one of their groups."""
+    """Unassigned tasks whose candidates include the user or one of their groups.
+
+    A correlated EXISTS: PostgreSQL either walks the open tasks in page order probing each one's
+    candidates (many offered tasks) or starts from the candidate rows (few), whichever is cheaper;
+    an ``id IN (all my candidate rows)`` list cannot stop early and, once larger than work_mem,
+    is no longer hashed but rescanned for every task."""
     groups = list(groups)
-    offered = HumanTask.id.in_(_candidates("user", [user]))
+    names = and_(TaskCandidate.kind == "user", TaskCandidate.name == user)
     if groups:
-        offered = or_(offered, HumanTask.id.in_(_candidates("group", groups)))
-    return and_(HumanTask.assignee.is_(None), offered)
+        names = or_(names, and_(TaskCandidate.kind == "group", TaskCandidate.name.in_(groups)))
+    return and_(HumanTask.assignee.is_(None), exists().where(TaskCandidate.task_id == HumanTask.id, names))
 
 
 def _candidates(kind: str, names) -> Any:
@@ -186,7 +191,11 @@ class TaskService:
 
     def query(self) -> TaskQuery:
         now = self._ctx.now()
-        stmt = select(HumanTask).options(selectinload(HumanTask.candidates), joinedload(HumanTask.instance))
+        stmt = select(HumanTask).options(
+            selectinload(HumanTask.candidates),
+            # to_task needs the instance's SLA pause only, not its engine state (kilobytes per row)
+            joinedload(HumanTask.instance).load_only(ProcessInstance.sla_paused_at),
+        )
         return TaskQuery(self._ctx.db, stmt, lambda row: to_task(row, now))
 
     def get(self, task_id: str) -> results.UserTask:

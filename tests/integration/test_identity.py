@@ -562,7 +562,9 @@ class TestSavedFilters:
         saved = identity.save_filter("li", "逾期", "sla=breached")
         identity.save_filter("li", "逾期", "sla=breached&sort=priority")
         identity.save_filter("zhang", "mine", "scope=mine")
-        assert [(f.name, f.query) for f in identity.saved_filters("li")] == [("逾期", "sla=breached&sort=priority")]
+        assert [(f.name, f.query) for f in identity.saved_filters("li")] == [
+            ("逾期", "sla=breached&sort=priority")
+        ]
         with pytest.raises(NotFoundError):
             identity.delete_filter("zhang", saved.id)
         identity.delete_filter("li", saved.id)

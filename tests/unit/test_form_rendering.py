@@ -20,9 +20,14 @@ TEMPLATES = ROOT / "web" / "templates"
 
 @pytest.fixture(scope="module")
 def env() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(), undefined=StrictUndefined
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(),
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
     )
+    environment.install_null_translations(newstyle=True)  # as Flask-Babel installs gettext: newstyle
+    return environment
 
 
 @pytest.fixture
