@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -171,7 +172,32 @@ class HumanTask(Base):
         Index("ix_human_task_instance_state", "instance_id", "state"),
         Index("ix_human_task_assignee_state_due", "assignee", "state", "due_at"),
         Index("ix_human_task_state_due", "state", "due_at"),
+        # the inbox (engine/query.py: one UNION member per way a task reaches a user, each an
+        # index walk in page order): claimed or handled by a user, and the unassigned pool
+        Index("ix_human_task_claimed_state_due", "claimed_by", "state", "due_at"),
+        Index("ix_human_task_completed_state_due", "completed_by", "state", "due_at"),
+        Index(
+            "ix_human_task_unassigned_due",
+            "state",
+            "due_at",
+            "created_at",
+            "id",
+            postgresql_where=text("assignee IS NULL"),
+            sqlite_where=text("assignee IS NULL"),
+        ),
     )
+
+
+# the unassigned pool in ``sort=priority`` order (priority descending, then due date ascending)
+Index(
+    "ix_human_task_unassigned_priority",
+    HumanTask.state,
+    HumanTask.priority.desc(),
+    HumanTask.due_at,
+    HumanTask.id,
+    postgresql_where=HumanTask.assignee.is_(None),
+    sqlite_where=HumanTask.assignee.is_(None),
+)
 
 
 class TaskCandidate(Base):
@@ -183,7 +209,8 @@ class TaskCandidate(Base):
     kind: Mapped[str] = mapped_column(String(5), primary_key=True)  # user | group
     name: Mapped[str] = mapped_column(String(150), primary_key=True)
 
-    __table_args__ = (Index("ix_task_candidate_kind_name", "kind", "name"),)
+    # task_id too: "the tasks offered to me and my groups" is read from the index alone
+    __table_args__ = (Index("ix_task_candidate_kind_name_task", "kind", "name", "task_id"),)
 
 
 class Job(Base):

@@ -38,7 +38,7 @@ class Query(Generic[T]):
 
     def _any_of(self, *branches: Any) -> Self:
         """Rows matching at least one branch. A second call narrows the first (AND, as ``_where``)."""
-        if self._branches is None and len(branches) > 1:
+        if self._branches is None:
             self._branches = list(branches)
             return self
         return self._where(or_(*branches))
@@ -65,16 +65,17 @@ class Query(Generic[T]):
             member = select(*member.order_by(*self._ordering()).limit(limit).subquery().c)
         return member
 
-    def _union(self, limit: int | None) -> Any:
+    def _union(self, limit: int | None, *, ordered: bool = True) -> Any:
         """The key (and order columns) of the rows matching any branch: at most ``limit`` per branch."""
         table = self._table()
         names = [c.name for c in table.primary_key.columns]
-        for expression in self._ordering():
+        for expression in self._ordering() if ordered else ():
             for element in visitors.iterate(expression):
                 if isinstance(element, Column) and element.table is table and element.name not in names:
                     names.append(element.name)
         columns = [table.c[name] for name in names]
-        return union(*(self._member(b, columns, limit) for b in self._branches)).subquery("any_of")
+        members = [self._member(b, columns, limit) for b in self._branches]
+        return (union(*members) if len(members) > 1 else members[0]).subquery("any_of")
 
     def _statement(self, limit: int | None, offset: int) -> Select:
         if self._branches is None:
@@ -98,7 +99,7 @@ class Query(Generic[T]):
         if self._branches is None:
             counted = self._stmt.order_by(None).subquery()
         else:
-            counted = self._union(None)  # UNION: each row once
+            counted = self._union(None, ordered=False)  # UNION: each row once
         with self._db.unit_of_work(write=False) as uow:
             return uow.session.scalar(select(func.count()).select_from(counted))
 

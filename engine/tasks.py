@@ -98,7 +98,7 @@ class TaskQuery(Query[results.UserTask]):
 
     def group_pool(self, user: str, groups: Iterable[str] = ()) -> TaskQuery:
         """Unassigned tasks offered to the user or one of their groups (the group inbox)."""
-        return self._where(_offered(user, groups))
+        return self._any_of(_offered(user, groups))
 
     def visible_to(self, user: str, groups: Iterable[str] = (), *, starters: Iterable[str] = ()) -> TaskQuery:
         """Tasks a user may see: offered to them (as above), ones they handled, and the tasks of

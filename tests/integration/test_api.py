@@ -202,7 +202,7 @@ class TestTasks:
         detail = wang.get(f"/tasks/{task_id}").get_json()
         assert detail["form"]["properties"]["decision"]["enum"] == ["approve", "reject"]
         assert wang.post(f"/tasks/{task_id}/claim").get_json()["assignee"] == "wang"
-        assert wang.get("/tasks?scope=mine").get_json()["total"] == 1
+        assert wang.get("/tasks?scope=mine&count=true").get_json()["total"] == 1
         assert (
             wang.post(f"/tasks/{task_id}/complete", json={"data": {"decision": "approve"}}).status_code == 200
         )
@@ -292,9 +292,11 @@ class TestTasks:
     def test_list_filters_and_bad_parameters(self, api, deployed):
         _start(api("li"))
         wang = api("wang")
-        assert wang.get("/tasks?sla=breached").get_json()["total"] == 0
-        assert wang.get("/tasks?sla=on_track").get_json()["total"] == 1
-        assert wang.get("/tasks?sort=priority&definition_key=expense_approval").get_json()["total"] == 1
+        assert wang.get("/tasks?sla=breached&count=true").get_json()["total"] == 0
+        assert wang.get("/tasks?sla=on_track&count=true").get_json()["total"] == 1
+        listed = wang.get("/tasks?sort=priority&definition_key=expense_approval&count=true").get_json()
+        assert listed["total"] == 1 and listed["has_more"] is False
+        assert "total" not in wang.get("/tasks").get_json()  # counting every match is asked for
         assert wang.get("/tasks?scope=everything").status_code == 422
         assert wang.get("/tasks?size=abc").status_code == 422
 

@@ -126,7 +126,7 @@ class TestExpenseApprovalForms:
             True,
             "结论 Decision",
         )
-        assert decision.options == (("approve", "approve"), ("reject", "reject"))
+        assert decision.options == (("approve", "同意 Approve"), ("reject", "驳回 Reject"))
         assert (comment.name, comment.kind, comment.max_length) == ("comment", "textarea", 1000)
 
     def test_form_of_the_deployed_user_task(self) -> None:

@@ -1,0 +1,362 @@
+"""Benchmark: the 3-step approval end to end over HTTP, against gunicorn on loopback.
+
+For each backend (PostgreSQL with ``gunicorn -w 2 --threads 4``, SQLite with ``-w 1 --threads 4``)
+it makes a fresh database (``baton init``, ``baton deploy processes/expense_approval``), creates
+the users (starters ``emp0``.., ``boss`` in group managers, ``cash`` in group finance), takes their
+tokens from POST /api/v1/auth/token, starts gunicorn with BATON_SCHEDULER=off, and drives it with
+``--clients`` threads (keep-alive connections) through ``--instances`` instances. One instance is
+8 requests, what a client of the API does:
+
+  POST /process-instances                       (as the starter)
+  GET  /tasks?scope=mine&instance_id=…          + POST /tasks/{id}/complete   submit
+  GET  /tasks?scope=group&instance_id=…         + POST /tasks/{id}/complete   manager_approval (boss)
+  GET  /tasks?scope=group&instance_id=…         + POST /tasks/{id}/complete   finance_review (cash)
+  GET  /process-instances/{id}                  (as the starter: state, variables, history)
+
+and prints instances/s and per-request latency percentiles, next to the ~14 instances/s measured
+for spiff-arena on this machine (PostgreSQL, 2 workers), and the previous run
+(bench/results/http_approval.json, rewritten unless ``--no-save``).
+
+    python -m bench.http_approval [--instances 300] [--clients 8] [--backends postgres,sqlite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+PROCESS = ROOT / "processes" / "expense_approval"
+RESULTS = Path(__file__).resolve().parent / "results" / "http_approval.json"
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DATABASE = "baton_http_bench"
+PASSWORD = "bench-pass-1"
+SPIFF_ARENA = 14.0  # instances/s, spiff-arena on this machine (PostgreSQL, 2 workers)
+BIN = Path(sys.executable).parent
+STEPS = (
+    ("submit", "mine", {"amount": 320, "reason": "taxi to customer"}),
+    ("manager_approval", "group", {"decision": "approve"}),
+    ("finance_review", "group", {"decision": "approve"}),
+)
+KINDS = ("start", "find task", "complete", "read instance")
+
+
+# -- the server ---------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_call(
+    conn: http.client.HTTPConnection, method: str, path: str, *, headers: dict, body: dict | None = None
+) -> tuple[int, dict]:
+    payload = None if body is None else json.dumps(body).encode()
+    sent = dict(headers)
+    if payload is not None:
+        sent["Content-Type"] = "application/json"
+    conn.request(method, path, body=payload, headers=sent)
+    answer = conn.getresponse()
+    data = answer.read()
+    return answer.status, (json.loads(data) if data else {})
+
+
+class Server:
+    """gunicorn serving ``web.app:create_app()`` on a free loopback port; stopped on exit."""
+
+    def __init__(self, url: str, *, workers: int, threads: int, extra_env: dict | None = None) -> None:
+        self.url, self.workers, self.threads = url, workers, threads
+        self.port = _free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "BATON_SCHEDULER": "off",
+            "SECRET_KEY": "bench-secret",
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        command = [
+            str(BIN / "gunicorn"),
+            "-w", str(self.workers),
+            "--threads", str(self.threads),
+            "-b", f"127.0.0.1:{self.port}",
+            "--log-level", "warning",
+            "web.app:create_app()",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                conn = self.connection()
+                status, _ = http_call(conn, "GET", "/api/v1/openapi.json", headers={})
+                conn.close()
+                if status == 200:
+                    self._warm()
+                    return self
+            except OSError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
+            time.sleep(0.2)
+        self.__exit__(None, None, None)
+        raise RuntimeError("gunicorn did not answer within 60 s")
+
+    def _warm(self) -> None:
+        """One request per worker thread, so no worker builds its app during the measurement."""
+        for _ in range(self.workers * self.threads):
+            conn = self.connection()
+            http_call(conn, "GET", "/api/v1/openapi.json", headers={})
+            conn.close()
+
+    def worker_pids(self) -> list[int]:
+        found = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True
+        )
+        return [int(p) for p in found.stdout.split()]
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# -- set-up -------------------------------------------------------------------------------------------
+
+
+def _fresh_postgres(admin_url: str) -> str:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {DATABASE}"))
+    admin.dispose()
+    return make_url(admin_url).set(database=DATABASE).render_as_string(hide_password=False)
+
+
+def prepare(url: str, clients: int) -> None:
+    """``baton init`` and ``baton deploy`` as an operator would, then the users."""
+    env = {**os.environ, "DATABASE_URL": url, "BATON_SCHEDULER": "off", "SECRET_KEY": "bench-secret"}
+    for command in (["init"], ["deploy", str(PROCESS)]):
+        subprocess.run([str(BIN / "baton"), *command], cwd=ROOT, env=env, check=True, capture_output=True)
+    from engine.context import EngineConfig
+    from engine.facade import Engine
+
+    engine = Engine.from_url(url, EngineConfig())
+    identity = engine.identity
+    for i in range(clients):
+        identity.create_user(f"emp{i}", PASSWORD, role="employee", groups=["employee"], create_missing=True)
+    identity.create_user("boss", PASSWORD, role="manager", groups=["managers"], create_missing=True)
+    identity.create_user("cash", PASSWORD, role="employee", groups=["finance"], create_missing=True)
+    engine.close()
+
+
+def _tokens(server: Server, names: list[str]) -> dict[str, dict]:
+    conn = server.connection()
+    headers = {}
+    for name in names:
+        status, body = http_call(
+            conn, "POST", "/api/v1/auth/token", headers={}, body={"username": name, "password": PASSWORD}
+        )
+        assert status == 201, body
+        headers[name] = {"Authorization": f"Bearer {body['token']}"}
+    conn.close()
+    return headers
+
+
+# -- the load -----------------------------------------------------------------------------------------
+
+
+def _one_instance(
+    conn: http.client.HTTPConnection, tokens: dict, starter: str, n: int, samples: dict[str, list[float]]
+) -> None:
+    def call(kind: str, method: str, path: str, who: str, body: dict | None = None, expect: int = 200):
+        t0 = time.perf_counter()
+        status, answer = http_call(conn, method, f"/api/v1{path}", headers=tokens[who], body=body)
+        samples[kind].append(time.perf_counter() - t0)
+        if status != expect:
+            raise RuntimeError(f"{method} {path} as {who}: {status} {answer}")
+        return answer
+
+    body = {"definition_key": "expense_approval", "business_key": f"HB-{n}"}
+    instance = call("start", "POST", "/process-instances", starter, body, expect=201)
+    for element, scope, data in STEPS:
+        who = {"submit": starter, "manager_approval": "boss", "finance_review": "cash"}[element]
+        found = call("find task", "GET", f"/tasks?scope={scope}&instance_id={instance['id']}", who)
+        (task,) = [t for t in found["items"] if t["element_id"] == element]
+        call("complete", "POST", f"/tasks/{task['id']}/complete", who, {"data": data})
+    final = call("read instance", "GET", f"/process-instances/{instance['id']}", starter)
+    if final["state"] != "completed":
+        raise RuntimeError(f"instance {instance['id']} ended {final['state']}")
+
+
+def drive(server: Server, tokens: dict, instances: int, clients: int, first: int = 0) -> dict:
+    """``instances`` instances through ``clients`` threads; the wall time and every request's latency."""
+    samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    per_thread = [{kind: [] for kind in KINDS} for _ in range(clients)]
+    counter = iter(range(first, first + instances))
+    lock, errors = threading.Lock(), []
+    barrier = threading.Barrier(clients + 1)
+
+    def client(index: int) -> None:
+        conn = server.connection()
+        barrier.wait()
+        while True:
+            with lock:
+                n = next(counter, None)
+            if n is None or errors:
+                break
+            try:
+                _one_instance(conn, tokens, f"emp{index}", n, per_thread[index])
+            except Exception as exc:  # noqa: BLE001 - reported after the run
+                errors.append(exc)
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    for collected in per_thread:
+        for kind, values in collected.items():
+            samples[kind].extend(values)
+    return {"wall": wall, "samples": samples}
+
+
+def _ms(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1e3
+
+
+def summarize(run: dict, instances: int) -> dict:
+    everything = [v for values in run["samples"].values() for v in values]
+    return {
+        "instances_per_s": round(instances / run["wall"], 1),
+        "requests_per_s": round(len(everything) / run["wall"], 1),
+        "latency_ms": {
+            kind: {
+                "p50": round(_ms(values, 50), 1),
+                "p95": round(_ms(values, 95), 1),
+                "p99": round(_ms(values, 99), 1),
+            }
+            for kind, values in {**run["samples"], "all requests": everything}.items()
+        },
+    }
+
+
+def run_backend(name: str, url: str, args, profile_dir: Path | None) -> dict:
+    prepare(url, args.clients)
+    workers = args.workers if name == "postgres" else 1
+    with Server(url, workers=workers, threads=args.threads) as server:
+        tokens = _tokens(server, [f"emp{i}" for i in range(args.clients)] + ["boss", "cash"])
+        drive(server, tokens, args.warmup, args.clients, first=10_000_000)  # caches, prepared statements
+        profilers = _start_profilers(server, name, profile_dir) if profile_dir else []
+        run = drive(server, tokens, args.instances, args.clients)
+        for p in profilers:
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=120)
+    figures = summarize(run, args.instances)
+    figures["workers"], figures["threads"] = workers, args.threads
+    return figures
+
+
+def _start_profilers(server: Server, name: str, directory: Path) -> list[subprocess.Popen]:
+    """py-spy on every gunicorn worker for the measured run (``--profile DIR``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+             "--output", str(directory / f"{name}-{pid}.txt"), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for pid in server.worker_pids()
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (PostgreSQL)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--warmup", type=int, default=24)
+    parser.add_argument("--backends", default="postgres,sqlite")
+    parser.add_argument("--postgres", default=DEFAULT_PG)
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy raw profiles into this dir")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.backends.split(","):
+            url = _fresh_postgres(args.postgres) if name == "postgres" else f"sqlite:///{tmp}/bench.db"
+            figures[name] = run_backend(name, url, args, args.profile)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores",
+        "instances": args.instances,
+        "clients": args.clients,
+        "figures": figures,
+    }
+    _print(report, previous)
+    if not args.no_save:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _print(report: dict, previous: dict | None) -> None:
+    print(
+        f"3-step approval over HTTP, {report['instances']} instances, {report['clients']} client threads "
+        f"({report['machine']})"
+    )
+    print("| backend | gunicorn | instances/s | × spiff-arena (14/s) | requests/s | × previous |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, f in report["figures"].items():
+        before = (previous or {}).get("figures", {}).get(name)
+        vs = f"{f['instances_per_s'] / before['instances_per_s']:.2f}" if before else "–"
+        print(
+            f"| {name} | -w {f['workers']} --threads {f['threads']} | {f['instances_per_s']:.1f} "
+            f"| {f['instances_per_s'] / SPIFF_ARENA:.1f} | {f['requests_per_s']:.0f} | {vs} |"
+        )
+    print()
+    print("| backend | request | p50 (ms) | p95 (ms) | p99 (ms) |")
+    print("|---|---|---:|---:|---:|")
+    for name, f in report["figures"].items():
+        for kind, q in f["latency_ms"].items():
+            print(f"| {name} | {kind} | {q['p50']:.1f} | {q['p95']:.1f} | {q['p99']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
