@@ -27,6 +27,7 @@ import http.client
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -253,6 +254,40 @@ def drive(server: Server, tokens: dict, instances: int, clients: int, first: int
     return {"wall": wall, "samples": samples}
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return total
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_snapshot(server: Server) -> dict[str, float]:
+    """CPU seconds used so far by the gunicorn workers, every PostgreSQL process, and this client."""
+    client = os.times()
+    return {
+        "gunicorn": _cpu_seconds(server.worker_pids()),
+        "postgres": _cpu_seconds(_postgres_pids()),
+        "client": client.user + client.system,
+    }
+
+
 def _ms(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1e3
 
@@ -280,23 +315,45 @@ def run_backend(name: str, url: str, args, profile_dir: Path | None) -> dict:
         tokens = _tokens(server, [f"emp{i}" for i in range(args.clients)] + ["boss", "cash"])
         drive(server, tokens, args.warmup, args.clients, first=10_000_000)  # caches, prepared statements
         profilers = _start_profilers(server, name, profile_dir) if profile_dir else []
+        before = cpu_snapshot(server)
         run = drive(server, tokens, args.instances, args.clients)
+        after = cpu_snapshot(server)
         for p in profilers:
             p.send_signal(signal.SIGINT)
             p.wait(timeout=120)
     figures = summarize(run, args.instances)
     figures["workers"], figures["threads"] = workers, args.threads
+    # CPU per instance by component: where the two cores went (postgres: every server process)
+    figures["cpu_ms_per_instance"] = {
+        k: round((after[k] - before[k]) / args.instances * 1e3, 1) for k in after
+    }
+    figures["cpu_ms_per_instance"]["wall x cores"] = round(
+        run["wall"] * (os.cpu_count() or 1) / args.instances * 1e3, 1
+    )
     return figures
 
 
 def _start_profilers(server: Server, name: str, directory: Path) -> list[subprocess.Popen]:
     """py-spy on every gunicorn worker for the measured run (``--profile DIR``)."""
     directory.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(BIN / "py-spy")
     return [
         subprocess.Popen(
-            [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-             "--output", str(directory / f"{name}-{pid}.txt"), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(directory / f"{name}-{pid}.txt"),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )  # fmt: skip
         for pid in server.worker_pids()
     ]
@@ -350,6 +407,13 @@ def _print(report: dict, previous: dict | None) -> None:
             f"| {name} | -w {f['workers']} --threads {f['threads']} | {f['instances_per_s']:.1f} "
             f"| {f['instances_per_s'] / SPIFF_ARENA:.1f} | {f['requests_per_s']:.0f} | {vs} |"
         )
+    print()
+    print("| backend | CPU ms per instance: gunicorn workers | PostgreSQL | client | (wall × cores) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, f in report["figures"].items():
+        c = f["cpu_ms_per_instance"]
+        pg = f"{c['postgres']:.1f}" if name == "postgres" else "–"
+        print(f"| {name} | {c['gunicorn']:.1f} | {pg} | {c['client']:.1f} | {c['wall x cores']:.1f} |")
     print()
     print("| backend | request | p50 (ms) | p95 (ms) | p99 (ms) |")
     print("|---|---|---:|---:|---:|")

@@ -210,9 +210,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 def time_test_client(url: str, token: str, requests: int, rounds: int) -> tuple[dict, dict]:
     from web.app import create_app
 
-    app = create_app(
-        {"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "SCHEDULER_ENABLED": False}
-    )
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "SCHEDULER_ENABLED": False})
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
     samples: dict[str, list[float]] = {name: [] for name in URLS}

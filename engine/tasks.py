@@ -111,7 +111,9 @@ class TaskQuery(Query[results.UserTask]):
             HumanTask.claimed_by == user,
             HumanTask.completed_by == user,
             _offered(user, groups),
-            HumanTask.instance_id.in_(select(ProcessInstance.id).where(ProcessInstance.started_by.in_(people))),
+            HumanTask.instance_id.in_(
+                select(ProcessInstance.id).where(ProcessInstance.started_by.in_(people))
+            ),
         )
 
     def definition(self, key: str) -> TaskQuery:
@@ -199,8 +201,11 @@ class TaskService:
         return TaskQuery(self._ctx.db, stmt, lambda row: to_task(row, now))
 
     def get(self, task_id: str) -> results.UserTask:
-        with self._ctx.db.unit_of_work(write=False) as uow:
-            return to_task(_row(uow.session, task_id), self._ctx.now())
+        """Raises NotFoundError. (The query's loading: two statements, no engine state read.)"""
+        found = self.query().id(task_id).first()
+        if found is None:
+            raise NotFoundError(f"task {task_id} not found")
+        return found
 
     def claim(self, task_id: str, *, user: str, actor: str | None = None) -> results.UserTask:
         """Take an open task. Raises ConflictError if someone else holds it or it is closed."""

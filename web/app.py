@@ -37,7 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.before_request(check_csrf)
     app.jinja_env.globals.update(csrf_token=csrf_token, current_principal=current_principal)
 
-    from web import auth, home, inbox, openapi
+    from web import admin, auth, home, inbox, openapi
     from web.api import auth as api_auth
     from web.api import definitions, instances, messages, tasks
 
@@ -45,6 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         home.bp,
         auth.bp,
         inbox.bp,
+        admin.bp,
         openapi.bp,
         api_auth.bp,
         definitions.bp,

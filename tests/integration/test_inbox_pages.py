@@ -415,3 +415,41 @@ def test_every_string_has_a_chinese_translation():
     assert not missing, f"run pybabel extract/update and translate: {missing}"
     fuzzy = sorted(m.id for m in catalog if m.id and m.fuzzy)
     assert not fuzzy, f"fuzzy translations to check: {fuzzy}"
+
+
+class TestAdminPages:
+    def test_admin_creates_and_freezes_users_employees_may_not(self, app):
+        engine = app.extensions["baton.engine"]
+        engine.identity.create_user("root", "password-1", role="admin")
+        engine.identity.create_user("emp", "password-1", role="employee")
+        client = app.test_client()
+        _admin_login(client, "emp")
+        assert client.get("/admin/people").status_code == 403
+        client = app.test_client()
+        token = _admin_login(client, "root")
+        page = client.get("/admin/people")
+        assert page.status_code == 200 and "emp" in page.get_data(as_text=True)
+        created = client.post(
+            "/admin/users",
+            data={"username": "newbie", "password": "password-9", "role": "employee", "csrf_token": token},
+        )
+        assert created.status_code == 302 and engine.identity.get_user("newbie").role == "employee"
+        again = client.post(
+            "/admin/users",
+            data={"username": "newbie", "password": "password-9", "role": "employee", "csrf_token": token},
+        )
+        assert again.status_code == 409
+        frozen = client.post("/admin/users/newbie/freeze", data={"transfer_to": "emp", "csrf_token": token})
+        assert frozen.status_code == 302 and engine.identity.get_user("newbie").state == "frozen"
+        client.post("/admin/departments", data={"name": "研发部", "manager": "root", "csrf_token": token})
+        assert engine.identity.department_head("研发部") == "root"
+
+
+def _admin_login(client, username: str) -> str:
+    import re
+
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    client.post("/login", data={"username": username, "password": "password-1", "csrf_token": token})
+    page = client.get("/inbox").get_data(as_text=True)  # logging in starts a new session: a new token
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
