@@ -95,3 +95,16 @@ class Comment:
     author: str
     body: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class Attachment:
+    id: int
+    instance_id: str
+    task_id: str | None
+    field: str
+    filename: str
+    content_type: str | None
+    size: int
+    uploaded_by: str
+    created_at: datetime

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +18,7 @@ from engine.context import EngineContext
 from engine.errors import ConflictError, NotFoundError, ValidationError
 from engine.execution import LiveInstance, Mutation, advance, conflicts_as_errors, mutate_instance, task_by_id
 from engine.forms import Form, clean
+from engine.models import Attachment as AttachmentRow
 from engine.models import Comment as CommentRow
 from engine.models import HumanTask, ProcessInstance, TaskCandidate
 from engine.query import Query
@@ -298,6 +301,25 @@ class TaskService:
             uow.commit()
         return result
 
+    def attachment(self, attachment_id: int) -> tuple[results.Attachment, bytes]:
+        """An uploaded file and its bytes (callers check that the reader may see its instance)."""
+        with self._ctx.db.unit_of_work(write=False) as uow:
+            row = uow.session.get(AttachmentRow, attachment_id)
+            if row is None:
+                raise NotFoundError(f"attachment {attachment_id} not found")
+            meta = results.Attachment(
+                row.id,
+                row.instance_id,
+                row.task_id,
+                row.field,
+                row.filename,
+                row.content_type,
+                row.size,
+                row.uploaded_by,
+                row.created_at,
+            )
+            return meta, bytes(row.content)
+
     def form(self, task_id: str) -> Form | None:
         """The form a task is completed with (None: the task takes no form)."""
         with self._ctx.db.unit_of_work(write=False) as uow:
@@ -311,7 +333,7 @@ class TaskService:
         actor: str,
         data: Mapping[str, Any] | None = None,
         from_json: bool = True,
-        files: Mapping[str, Any] | None = None,
+        uploads: Mapping[str, Upload] | None = None,
     ) -> None:
         """Complete an open task with submitted data and run the process on to its next wait state.
 
@@ -322,6 +344,8 @@ class TaskService:
         error in the steps that follow leaves the instance in ``error`` (the completion stands).
         """
         submitted = dict(data or {})
+        uploads = {name: u for name, u in (uploads or {}).items() if u.filename}
+        files = {name: (u.filename, len(u.content), u.content_type) for name, u in uploads.items()}
 
         def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
             task = task_by_id(live.workflow, task_id)
@@ -332,6 +356,9 @@ class TaskService:
                 cleaned = clean(form, submitted, files=files, from_json=from_json)
             else:
                 cleaned = check_variables(submitted)
+            for name, upload in uploads.items():
+                if name in cleaned:
+                    cleaned[name] = _store(session, live.row.id, task_id, name, upload, actor, now)
             variable = human_task_meta(task.task_spec).form_variable
             values = {variable: cleaned} if variable else cleaned
 
@@ -353,6 +380,41 @@ class TaskService:
             return Mutation(failure=failure, completed=(task_id,))
 
         mutate_instance(self._ctx, None, change, actor=actor, task_id=task_id)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file sent with a form, before it is validated and stored."""
+
+    filename: str
+    content_type: str | None
+    content: bytes
+
+
+def _store(
+    session: Session, instance_id: str, task_id: str, field: str, upload: Upload, actor: str, now: datetime
+) -> dict[str, Any]:
+    """Keep an uploaded file (same transaction as the completion); task data gets this reference."""
+    row = AttachmentRow(
+        instance_id=instance_id,
+        task_id=task_id,
+        field=field,
+        filename=upload.filename[:255],
+        content_type=upload.content_type,
+        size=len(upload.content),
+        sha256=hashlib.sha256(upload.content).hexdigest(),
+        content=upload.content,
+        uploaded_by=actor,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return {
+        "attachment_id": row.id,
+        "filename": row.filename,
+        "size": row.size,
+        "content_type": row.content_type,
+    }
 
 
 def _to_comment(row: CommentRow) -> results.Comment:

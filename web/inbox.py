@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -33,7 +33,8 @@ from engine.errors import (
 from engine.forms import Form, errors_from_problems, form_values, summary_of
 from engine.repository import file_kind
 from engine.results import AuditEvent, ProcessInstance, UserTask
-from web.access import actionable_task, instance_query, may_act, visible_task
+from engine.tasks import Upload
+from web.access import actionable_task, instance_query, may_act, visible_instance, visible_task
 from web.security import Principal, current_principal, engine, login_required
 
 bp = Blueprint("inbox", __name__)
@@ -759,8 +760,13 @@ def complete(task_id: str):
     task = actionable_task(principal, task_id)
     eng = engine()
     raw = _raw_form(request.form)
+    uploads = {
+        name: Upload(upload.filename or "", upload.mimetype, upload.read())
+        for name, upload in request.files.items()
+        if upload.filename
+    }
     try:
-        eng.tasks.complete(task_id, actor=principal.username, data=raw, from_json=False)
+        eng.tasks.complete(task_id, actor=principal.username, data=raw, from_json=False, uploads=uploads)
     except ValidationError as exc:
         form = eng.tasks.form(task_id)
         values = form_values(form, submitted=request.form) if form is not None else {}
@@ -768,6 +774,22 @@ def complete(task_id: str):
         return _task_page(task_id, values=values, errors=errors, status=422)
     flash(_("Submitted: %(name)s.", name=task.name or task.element_id), "done")
     return redirect(url_for("inbox.todo"))
+
+
+@bp.get("/attachments/<int:attachment_id>")
+@login_required
+def attachment(attachment_id: int):
+    """Download a file uploaded with a form, for those who may see its instance."""
+    meta, content = engine().tasks.attachment(attachment_id)
+    visible_instance(current_principal(), meta.instance_id)
+    return Response(
+        content,
+        mimetype="application/octet-stream",
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(meta.filename)}",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @bp.post("/tasks/<task_id>/<any(claim, unclaim):action>")

@@ -338,3 +338,41 @@ def test_linear_process_without_form_accepts_identifier_keys(api, app):
     task = admin.get(f"/tasks?scope=all&instance_id={instance['id']}").get_json()["items"][0]
     assert admin.post(f"/tasks/{task['id']}/complete", json={"data": {"bad key": 1}}).status_code == 422
     assert admin.post(f"/tasks/{task['id']}/complete", json={"data": {"ok": 1}}).status_code == 200
+
+
+class TestAttachments:
+    def test_uploaded_receipt_is_stored_and_visible_only_to_those_who_see_the_instance(
+        self, api, app, deployed
+    ):
+        from engine.tasks import Upload
+
+        engine = app.extensions["baton.engine"]
+        li = api("li")
+        instance = li.post("/process-instances", json={"definition_key": "expense_approval"}).get_json()
+        task = li.get(f"/tasks?scope=mine&instance_id={instance['id']}").get_json()["items"][0]
+        too_big = Upload("big.pdf", "application/pdf", b"x" * (5 * 1024 * 1024 + 1))
+        with pytest.raises(Exception) as refused:
+            engine.tasks.complete(
+                task["id"],
+                actor="li",
+                data={"amount": "5", "reason": "taxi"},
+                from_json=False,
+                uploads={"receipt": too_big},
+            )
+        assert "receipt" in str(getattr(refused.value, "problems", ""))
+        receipt = Upload("发票.pdf", "application/pdf", b"%PDF-1.4 receipt")
+        engine.tasks.complete(
+            task["id"],
+            actor="li",
+            data={"amount": "5", "reason": "taxi"},
+            from_json=False,
+            uploads={"receipt": receipt},
+        )
+        stored = engine.runtime.variables(instance["id"])["receipt"]
+        assert stored["filename"] == "发票.pdf" and stored["size"] == len(receipt.content)
+        url = f"/attachments/{stored['attachment_id']}"
+        download = li.client.get(url, headers=li.headers)
+        assert download.status_code == 200 and download.data == receipt.content
+        assert api("wang").client.get(url, headers=api("wang").headers).status_code == 200  # li's manager
+        zhang = api("zhang")
+        assert zhang.client.get(url, headers=zhang.headers).status_code == 404
