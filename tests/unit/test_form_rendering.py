@@ -115,7 +115,8 @@ class TestFreshForm:
         assert doc.findtext(".//h2") == "费用报销单 Expense claim"
         assert control(doc, "amount").get("min") is None  # exclusive minimum: the server checks it
         assert control(doc, "reason").tag == "textarea"
-        assert doc.find("form").get("enctype") is None
+        assert doc.find("form").get("enctype") == "multipart/form-data"  # the receipt upload
+        assert control(doc, "receipt").get("accept") == ".pdf,image/*"
 
 
 class TestRefusedSubmission:

@@ -98,6 +98,7 @@ class TestExpenseApprovalForms:
             ("amount", "number", True),
             ("category", "select", False),
             ("reason", "textarea", True),  # maxLength 500 > 200
+            ("receipt", "file", False),
         ]
         amount = form.field("amount")
         assert amount is not None
