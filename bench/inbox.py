@@ -12,7 +12,9 @@ and, for everybody else (the rest of the rows):
   2/3   completed (a sixth of them offered to bench_team, 10,000 completed by bench)
 
 80 % of the tasks have a due date (a third of those already breached), the tasks share 5,000
-instances (1 % with a paused SLA clock). Then it times, through Flask's test client (and with
+instances (1 % with a paused SLA clock). ``user7`` (groups group3, group4) is the typical colleague
+next to it: ~150 open tasks assigned, ~1,500 offered among the 230,000 unassigned open ones. Then
+it times, through Flask's test client (and with
 ``--server`` also through a real gunicorn on loopback), ``--requests`` sequential requests of
 each inbox URL with a bearer token and prints p50 / p95 / p99, compared with the previous run
 (bench/results/inbox.json, rewritten unless ``--no-save``).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -44,16 +47,21 @@ USER, GROUPS, PASSWORD = "bench", ("bench_team", "reviewers"), "bench-pass-1"
 INSTANCES = 5000
 TARGET_P95_MS = 50.0
 
-# name -> query string of GET /api/v1/tasks
-URLS = {
-    "all": "",
-    "mine": "?scope=mine",
-    "group": "?scope=group",
-    "sla=breached": "?sla=breached",
-    "all, count=true": "?count=true",
-    "all, page 20": "?page=20",
-    "priority": "?sort=priority",
-}
+# a typical colleague: ~150 open tasks assigned, ~1,500 offered to their two groups among 230,000
+# unassigned open tasks, and years of completed tasks offered to those groups
+OTHER, OTHER_GROUPS = "user7", ("group3", "group4")
+# (who, query string of GET /api/v1/tasks), timed in this order, interleaved in rounds
+REQUESTS = [
+    (USER, ""),
+    (USER, "?scope=mine"),
+    (USER, "?scope=group"),
+    (USER, "?sla=breached"),
+    (USER, "?sort=priority"),
+    (USER, "?page=20"),
+    (USER, "?count=true"),
+    (OTHER, ""),
+    (OTHER, "?scope=group"),
+]
 TASK_COLUMNS = (
     "id", "instance_id", "definition_key", "element_id", "name", "lane", "assignee", "due_at", "warn_at",
     "priority", "form_key", "state", "created_at", "claimed_by", "claimed_at", "completed_by",
@@ -138,7 +146,7 @@ def load(url: str, total: int, visible: int) -> dict:
     bundle = {f.name: f.read_bytes() for f in PROCESS.iterdir() if f.is_file()}
     engine.repository.deploy(bundle, deployed_by="bench")
     engine.identity.create_user(USER, PASSWORD, role="employee", groups=GROUPS, create_missing=True)
-    token, _ = engine.identity.create_token(USER, "bench")
+    engine.identity.create_user(OTHER, PASSWORD, role="employee", groups=OTHER_GROUPS, create_missing=True)
     rng, now = random.Random(20261124), datetime.now(UTC)
     began = time.perf_counter()
     raw = engine.db.engine.raw_connection()
@@ -182,18 +190,25 @@ def load(url: str, total: int, visible: int) -> dict:
     engine.close()
     seconds = time.perf_counter() - began
     print(f"loaded {rows:,} tasks, {candidates:,} candidates, {INSTANCES:,} instances in {seconds:.0f} s")
-    return {"token": token}
 
 
-def _token(url: str) -> str:
-    """A fresh token for a reused database (only the hash of the loaded one is stored)."""
+def _tokens(url: str) -> dict[str, dict[str, str]]:
+    """Authorization headers: a fresh token per user (only hashes are stored)."""
     from engine.context import EngineConfig
+    from engine.errors import NotFoundError
     from engine.facade import Engine
 
     engine = Engine.from_url(url, EngineConfig())
-    token, _ = engine.identity.create_token(USER, f"bench-{uuid.uuid4().hex[:8]}")
+    headers = {}
+    for user, groups in ((USER, GROUPS), (OTHER, OTHER_GROUPS)):
+        try:
+            engine.identity.get_user(user)
+        except NotFoundError:  # a database loaded by an older version of this script
+            engine.identity.create_user(user, PASSWORD, role="employee", groups=groups, create_missing=True)
+        token, _ = engine.identity.create_token(user, f"bench-{uuid.uuid4().hex[:8]}")
+        headers[user] = {"Authorization": f"Bearer {token}"}
     engine.close()
-    return token
+    return headers
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -207,52 +222,57 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def time_test_client(url: str, token: str, requests: int, rounds: int) -> tuple[dict, dict]:
+def _name(who: str, query: str) -> str:
+    return f"{who} {query or '(default)'}"
+
+
+def _measure(get, tokens: dict, requests: int, rounds: int) -> tuple[dict, dict]:
+    """``get(path, headers) -> (status, body)`` for every request; percentiles and answer shapes."""
+    samples: dict[str, list[float]] = {_name(*r): [] for r in REQUESTS}
+    shapes = {}
+    for who, query in REQUESTS:  # warm-up, and what each URL answers
+        for _ in range(5):
+            status, body = get(f"/api/v1/tasks{query}", tokens[who])
+        assert status == 200, body
+        shapes[_name(who, query)] = {"items": len(body["items"]), "total": body.get("total")}
+    per_round = max(requests // rounds, 1)
+    for _ in range(rounds):  # interleaved: machine noise hits every URL alike
+        for who, query in REQUESTS:
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                status, _ = get(f"/api/v1/tasks{query}", tokens[who])
+                samples[_name(who, query)].append(time.perf_counter() - t0)
+                assert status == 200
+    return {name: percentiles(s) for name, s in samples.items()}, shapes
+
+
+def time_test_client(url: str, tokens: dict, requests: int, rounds: int) -> tuple[dict, dict]:
     from web.app import create_app
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "SCHEDULER_ENABLED": False})
     client = app.test_client()
-    headers = {"Authorization": f"Bearer {token}"}
-    samples: dict[str, list[float]] = {name: [] for name in URLS}
-    shapes = {}
-    for name, query in URLS.items():  # warm-up, and what each URL answers
-        for _ in range(5):
-            answer = client.get(f"/api/v1/tasks{query}", headers=headers)
-        assert answer.status_code == 200, answer.get_json()
-        body = answer.get_json()
-        shapes[name] = {"items": len(body["items"]), "total": body.get("total")}
-    per_round = max(requests // rounds, 1)
-    for _ in range(rounds):  # interleaved: machine noise hits every URL alike
-        for name, query in URLS.items():
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                answer = client.get(f"/api/v1/tasks{query}", headers=headers)
-                samples[name].append(time.perf_counter() - t0)
-                assert answer.status_code == 200
-    app.extensions["baton.engine"].close()
-    return {name: percentiles(s) for name, s in samples.items()}, shapes
+
+    def get(path: str, headers: dict) -> tuple[int, dict]:
+        answer = client.get(path, headers=headers)
+        return answer.status_code, answer.get_json()
+
+    try:
+        return _measure(get, tokens, requests, rounds)
+    finally:
+        app.extensions["baton.engine"].close()
 
 
-def time_server(url: str, token: str, requests: int, rounds: int) -> dict:
+def time_server(url: str, tokens: dict, requests: int, rounds: int) -> dict:
+    """The same requests, one at a time, through gunicorn (-w 2 --threads 4) on loopback."""
     from bench.http_approval import Server, http_call
 
     with Server(url, workers=2, threads=4) as server:
         conn = server.connection()
-        headers = {"Authorization": f"Bearer {token}"}
-        samples: dict[str, list[float]] = {name: [] for name in URLS}
-        for query in URLS.values():
-            for _ in range(5):
-                http_call(conn, "GET", f"/api/v1/tasks{query}", headers=headers)
-        per_round = max(requests // rounds, 1)
-        for _ in range(rounds):
-            for name, query in URLS.items():
-                for _ in range(per_round):
-                    t0 = time.perf_counter()
-                    status, _ = http_call(conn, "GET", f"/api/v1/tasks{query}", headers=headers)
-                    samples[name].append(time.perf_counter() - t0)
-                    assert status == 200
+        figures, _ = _measure(
+            lambda path, headers: http_call(conn, "GET", path, headers=headers), tokens, requests, rounds
+        )
         conn.close()
-    return {name: percentiles(s) for name, s in samples.items()}
+    return figures
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -268,7 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     url, fresh = _fresh_database(args.postgres, args.reuse)
-    token = load(url, args.tasks, args.visible)["token"] if fresh else _token(url)
+    if fresh:
+        load(url, args.tasks, args.visible)
     from engine.db import create_db_engine
     from engine.migrate import upgrade
 
@@ -277,17 +298,19 @@ def main(argv: list[str] | None = None) -> dict:
     with db.connect() as conn:
         tasks = conn.scalar(text("SELECT count(*) FROM human_task"))
     db.dispose()
-    runs = {"test client": time_test_client(url, token, args.requests, args.rounds)}
-    shapes = runs["test client"][1]
-    runs["test client"] = runs["test client"][0]
+    tokens = _tokens(url)
+    load_before = os.getloadavg()[0]
+    figures, shapes = time_test_client(url, tokens, args.requests, args.rounds)
+    runs = {"test client": figures}
     if args.server:
-        runs["gunicorn"] = time_server(url, token, args.requests, args.rounds)
+        runs["gunicorn"] = time_server(url, tokens, args.requests, args.rounds)
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
         "tasks": tasks,
         "requests": args.requests,
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "answers": shapes,
         "figures": runs,
     }
@@ -300,20 +323,24 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _print(report: dict, previous: dict | None) -> None:
     print(
-        f"GET /api/v1/tasks as '{USER}', {report['tasks']:,} task rows, {report['requests']} requests "
-        f"per URL, page size 50 ({report['machine']})"
+        f"GET /api/v1/tasks, {report['tasks']:,} task rows, {report['requests']} requests per URL, "
+        f"page size 50 ({report['machine']}, load average {report['load_average']})"
     )
-    print("| via | request | items | total | p50 (ms) | p95 (ms) | p99 (ms) | p95 ≤ 50 ms | × previous p95 |")
-    print("|---|---|---:|---:|---:|---:|---:|:---:|---:|")
+    print(
+        "| via | user | request | items | total | p50 (ms) | p95 (ms) | p99 (ms) | p95 ≤ 50 ms "
+        "| × previous p95 |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|:---:|---:|")
     for via, figures in report["figures"].items():
         for name, f in figures.items():
+            who, query = name.split(" ", 1)
             shape = report["answers"][name]
             before = (previous or {}).get("figures", {}).get(via, {}).get(name)
             vs = f"{f['p95_ms'] / before['p95_ms']:.2f}" if before else "–"
             total = "–" if shape["total"] is None else f"{shape['total']:,}"
             ok = "yes" if f["p95_ms"] <= TARGET_P95_MS else "**no**"
             print(
-                f"| {via} | `{URLS[name] or '(default)'}` | {shape['items']} | {total} | {f['p50_ms']:.1f} "
+                f"| {via} | {who} | `{query}` | {shape['items']} | {total} | {f['p50_ms']:.1f} "
                 f"| {f['p95_ms']:.1f} | {f['p99_ms']:.1f} | {ok} | {vs} |"
             )
 

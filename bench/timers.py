@@ -159,7 +159,7 @@ def run(url: str, args: argparse.Namespace, label: str) -> dict:
     engine.repository.deploy({"timed.bpmn": TIMED.encode(), "idle.bpmn": IDLE.encode()}, deployed_by="bench")
     idle_ids, idle_seconds = create(engine, "idle", args.idle)
     per_instance = idle_seconds / args.idle if args.idle else 0.005
-    margin = 5 + per_instance * args.timers * 2  # creating a timer instance costs a little more
+    margin = 5 + per_instance * args.timers * 3  # a timer instance costs ~2.5 idle ones to create
     first_due = datetime.now(UTC) + timedelta(seconds=margin)
     step = args.window / args.timers
     timed_ids, timed_seconds = create(

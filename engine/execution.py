@@ -48,6 +48,7 @@ from engine.models import (
 )
 from engine.people import org_chart, resolve_due, resolve_people, resolve_priority
 from engine.serialization import FORMAT
+from engine.timers import timers_held
 
 RUNNING = "running"
 SUSPENDED = "suspended"
@@ -239,9 +240,10 @@ def advance(workflow: BpmnWorkflow, action: Callable[[], Any] | None = None) -> 
     transaction rolls back and nothing is written.
     """
     try:
-        if action is not None:
-            action()
-        workflow.do_engine_steps()
+        with timers_held(workflow):  # due timers fire only through the scheduler: one at a time, audited
+            if action is not None:
+                action()
+            workflow.do_engine_steps()
     except SpiffWorkflowException as exc:
         failed = _failed_task(workflow, exc)
         if failed is None:

@@ -31,6 +31,7 @@ class Query(Generic[T]):
         self._order: list[Any] = []
         self._to_result = to_result
         self._branches: list[Any] | None = None  # "any of": one UNION member each, see module doc
+        self._narrow = False  # a filter already picks a handful of rows by key: no UNION needed
 
     def _where(self, *criteria: Any) -> Self:
         self._stmt = self._stmt.where(*criteria)
@@ -43,9 +44,21 @@ class Query(Generic[T]):
             return self
         return self._where(or_(*branches))
 
+    def _where_key(self, *criteria: Any) -> Self:
+        """A filter on a key that leaves a handful of rows (one id, one instance's tasks): the
+        "any of" branches are then checked on those rows (one OR), not run as a UNION."""
+        self._narrow = True
+        return self._where(*criteria)
+
     def _order_by(self, *columns: Any) -> Self:
         self._order.extend(columns)
         return self
+
+    def _plain(self) -> Select:
+        """The statement with the branches as one OR (what runs when there are none or it is narrow)."""
+        if not self._branches:
+            return self._stmt
+        return self._stmt.where(or_(*self._branches))
 
     # -- the UNION form ---------------------------------------------------------------------------
 
@@ -78,8 +91,8 @@ class Query(Generic[T]):
         return (union(*members) if len(members) > 1 else members[0]).subquery("any_of")
 
     def _statement(self, limit: int | None, offset: int) -> Select:
-        if self._branches is None:
-            stmt = self._stmt.order_by(*self._order)
+        if self._branches is None or self._narrow:
+            stmt = self._plain().order_by(*self._order)
             if limit is not None:
                 stmt = stmt.limit(limit)
             return stmt.offset(offset) if offset else stmt
@@ -96,8 +109,8 @@ class Query(Generic[T]):
     # -- terminal methods ---------------------------------------------------------------------------
 
     def count(self) -> int:
-        if self._branches is None:
-            counted = self._stmt.order_by(None).subquery()
+        if self._branches is None or self._narrow:
+            counted = self._plain().order_by(None).subquery()
         else:
             counted = self._union(None, ordered=False)  # UNION: each row once
         with self._db.unit_of_work(write=False) as uow:
@@ -106,7 +119,7 @@ class Query(Generic[T]):
     def list(self, limit: int | None = None, offset: int = 0) -> list[T]:
         stmt = self._statement(limit, offset)
         with self._db.unit_of_work(write=False) as uow:
-            return [self._to_result(row) for row in uow.session.scalars(stmt)]
+            return [self._to_result(row) for row in uow.session.scalars(stmt).unique()]
 
     def first(self) -> T | None:
         found = self.list(limit=1)

@@ -10,7 +10,7 @@ from typing import Any
 
 from SpiffWorkflow.task import TaskState
 from sqlalchemy import and_, exists, or_, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from engine import results
 from engine.bpmn import human_task_meta
@@ -69,7 +69,7 @@ def to_task(row: HumanTask, now: datetime | None = None) -> results.UserTask:
 
 class TaskQuery(Query[results.UserTask]):
     def id(self, task_id: str) -> TaskQuery:
-        return self._where(HumanTask.id == task_id)
+        return self._where_key(HumanTask.id == task_id)
 
     def open(self) -> TaskQuery:
         return self._where(HumanTask.state == "ready")
@@ -81,7 +81,7 @@ class TaskQuery(Query[results.UserTask]):
         return self._where(HumanTask.completed_by == user)
 
     def instance(self, instance_id: str) -> TaskQuery:
-        return self._where(HumanTask.instance_id == instance_id)
+        return self._where_key(HumanTask.instance_id == instance_id)
 
     def assignee(self, user: str) -> TaskQuery:
         return self._where(HumanTask.assignee == user)
@@ -197,7 +197,8 @@ class TaskService:
     def query(self) -> TaskQuery:
         now = self._ctx.now()
         stmt = select(HumanTask).options(
-            selectinload(HumanTask.candidates),
+            # one statement: a task has one to three candidate rows
+            joinedload(HumanTask.candidates),
             # to_task needs the instance's SLA pause only, not its engine state (kilobytes per row)
             joinedload(HumanTask.instance).load_only(ProcessInstance.sla_paused_at),
         )

@@ -121,6 +121,9 @@ def timers_held(workflow: BpmnWorkflow) -> Iterator[None]:
     is due turns READY there and is left unrun until the next engine steps. The scheduler fires
     timers one at a time, in due order, so it holds the others while it runs the steps of one.
     """
+    if "refresh_timers" in vars(workflow):  # already held by an enclosing command
+        yield
+        return
     workflow.refresh_timers = lambda: None
     try:
         yield

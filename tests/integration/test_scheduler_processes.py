@@ -237,3 +237,6 @@ class TestSchedulerProcesses:
             f"max {max(lateness):.3f}  min {min(lateness):.3f}"
         )
         assert min(lateness) >= 0  # nothing fires early
+        for i in range(1, PROCESSES):  # the survivors stopped cleanly, with no job failure logged
+            log = (tmp_path / f"scheduler{i}.log").read_text()
+            assert "Traceback" not in log and "scheduler stopped" in log, log[-3000:]
