@@ -18,14 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 from SpiffWorkflow.bpmn.specs.event_definitions.item_aware_event import SignalEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
 from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDefinition
-from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.task import Task, TaskState
@@ -48,7 +47,7 @@ from engine.models import (
 )
 from engine.people import org_chart, resolve_due, resolve_people, resolve_priority
 from engine.serialization import FORMAT
-from engine.timers import timers_held
+from engine.timers import next_timer_due, timers_held
 
 RUNNING = "running"
 SUSPENDED = "suspended"
@@ -528,44 +527,6 @@ def _sync_timer_job(conn: Connection, row: InstanceRecord, previous: datetime | 
                 "created_at": now,
             },
         )
-
-
-def next_timer_due(workflow: BpmnWorkflow) -> datetime | None:
-    """Earliest due time of the timers the workflow waits on, from the tasks' stored event values."""
-    due: datetime | None = None
-    for task in workflow.event_manager.tasks.values():
-        definition = getattr(task.task_spec, "event_definition", None)
-        value = task.internal_data.get("event_value")
-        if value is None or not isinstance(definition, TimerEventDefinition | MultipleEventDefinition):
-            continue
-        for candidate in _due_times(value):
-            if due is None or candidate < due:
-                due = candidate
-    return due
-
-
-def _due_times(value: Any) -> list[datetime]:
-    if isinstance(value, dict):
-        if value.get("cycles", 1) == 0:
-            return []
-        return _due_times(value.get("next"))
-    if isinstance(value, list | tuple):
-        return [d for item in value for d in _due_times(item)]
-    if isinstance(value, datetime):
-        return [_aware(value)]
-    if isinstance(value, str):
-        try:
-            return [_aware(TimerEventDefinition.get_datetime(value))]
-        except (ValueError, TypeError):
-            return []
-    return []
-
-
-def _aware(value: datetime) -> datetime:
-    """SpiffWorkflow treats naive timer dates as server local time; store everything in UTC."""
-    if value.tzinfo is None:
-        value = value.astimezone()
-    return value.astimezone(UTC)
 
 
 def task_by_id(workflow: BpmnWorkflow, task_id: str) -> Task | None:

@@ -77,6 +77,11 @@ def skip_cycles(task: Task, until: datetime, *, keep_due: bool = True) -> int:
     return missed
 
 
+def next_timer_due(workflow: BpmnWorkflow) -> datetime | None:
+    """Earliest due time of the timers the workflow waits on (what its timer job is due at)."""
+    return min((due for task in _timer_tasks(workflow) if (due := timer_due(task))), default=None)
+
+
 def collapse_missed_cycles(workflow: BpmnWorkflow, now: datetime) -> dict[str, int]:
     """Skip the occurrences of cycle timers that were missed, keeping the latest one due.
 
