@@ -4,7 +4,8 @@ For each backend (PostgreSQL with ``gunicorn -w 2 --threads 4``, SQLite with ``-
 it makes a fresh database (``baton init``, ``baton deploy processes/expense_approval``), creates
 the users (starters ``emp0``.., ``boss`` in group managers, ``cash`` in group finance), takes their
 tokens from POST /api/v1/auth/token, starts gunicorn with BATON_SCHEDULER=off, and drives it with
-``--clients`` threads (keep-alive connections) through ``--instances`` instances. One instance is
+``--clients`` threads (a new connection per request; ``--keep-alive``: one per thread, which
+gunicorn pins to one worker, often unevenly) through ``--instances`` instances. One instance is
 8 requests, what a client of the API does:
 
   POST /process-instances                       (as the starter)
@@ -87,8 +88,16 @@ def http_call(
 class Server:
     """gunicorn serving ``web.app:create_app()`` on a free loopback port; stopped on exit."""
 
-    def __init__(self, url: str, *, workers: int, threads: int, extra_env: dict | None = None) -> None:
-        self.url, self.workers, self.threads = url, workers, threads
+    def __init__(
+        self,
+        url: str,
+        *,
+        workers: int,
+        threads: int,
+        extra_env: dict | None = None,
+        app: str = "web.app:create_app()",
+    ) -> None:
+        self.url, self.workers, self.threads, self.app = url, workers, threads, app
         self.port = _free_port()
         self.env = {
             **os.environ,
@@ -106,7 +115,7 @@ class Server:
             "--threads", str(self.threads),
             "-b", f"127.0.0.1:{self.port}",
             "--log-level", "warning",
-            "web.app:create_app()",
+            self.app,
         ]  # fmt: skip
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env)
         deadline = time.monotonic() + 60
@@ -198,11 +207,18 @@ def _tokens(server: Server, names: list[str]) -> dict[str, dict]:
 
 
 def _one_instance(
-    conn: http.client.HTTPConnection, tokens: dict, starter: str, n: int, samples: dict[str, list[float]]
+    conn: http.client.HTTPConnection,
+    tokens: dict,
+    starter: str,
+    n: int,
+    samples: dict[str, list[float]],
+    keep_alive: bool,
 ) -> None:
     def call(kind: str, method: str, path: str, who: str, body: dict | None = None, expect: int = 200):
         t0 = time.perf_counter()
         status, answer = http_call(conn, method, f"/api/v1{path}", headers=tokens[who], body=body)
+        if not keep_alive:
+            conn.close()  # the next request connects anew (and lands on whichever worker accepts)
         samples[kind].append(time.perf_counter() - t0)
         if status != expect:
             raise RuntimeError(f"{method} {path} as {who}: {status} {answer}")
@@ -220,7 +236,9 @@ def _one_instance(
         raise RuntimeError(f"instance {instance['id']} ended {final['state']}")
 
 
-def drive(server: Server, tokens: dict, instances: int, clients: int, first: int = 0) -> dict:
+def drive(
+    server: Server, tokens: dict, instances: int, clients: int, first: int = 0, keep_alive: bool = False
+) -> dict:
     """``instances`` instances through ``clients`` threads; the wall time and every request's latency."""
     samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
     per_thread = [{kind: [] for kind in KINDS} for _ in range(clients)]
@@ -237,7 +255,7 @@ def drive(server: Server, tokens: dict, instances: int, clients: int, first: int
             if n is None or errors:
                 break
             try:
-                _one_instance(conn, tokens, f"emp{index}", n, per_thread[index])
+                _one_instance(conn, tokens, f"emp{index}", n, per_thread[index], keep_alive)
             except Exception as exc:  # noqa: BLE001 - reported after the run
                 errors.append(exc)
         conn.close()
@@ -258,38 +276,48 @@ def drive(server: Server, tokens: dict, instances: int, clients: int, first: int
     return {"wall": wall, "samples": samples}
 
 
-def _cpu_seconds(pids: list[int]) -> float:
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    found = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return total
+        found[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return found
 
 
 def _postgres_pids() -> list[int]:
+    """The server processes of the bench database, and the WAL writer its commits wait for (other
+    databases' backends on this machine are left out)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                command = (entry / "cmdline").read_text()
             except OSError:
                 continue
+            if f" {DATABASE} " in command or "walwriter" in command:
+                pids.append(int(entry.name))
     return pids
 
 
-def cpu_snapshot(server: Server) -> dict[str, float]:
-    """CPU seconds used so far by the gunicorn workers, every PostgreSQL process, and this client."""
+def cpu_snapshot(server: Server, backend: str) -> dict[str, dict[int, float]]:
+    """CPU seconds used so far, per process: gunicorn workers, PostgreSQL, this client."""
     client = os.times()
     return {
-        "gunicorn": _cpu_seconds(server.worker_pids()),
-        "postgres": _cpu_seconds(_postgres_pids()),
-        "client": client.user + client.system,
+        "gunicorn": _cpu_by_pid(server.worker_pids()),
+        "postgres": _cpu_by_pid(_postgres_pids()) if backend == "postgres" else {},
+        "client": {0: client.user + client.system},
     }
+
+
+def cpu_used(before: dict, after: dict) -> dict[str, float]:
+    """Seconds per component between two snapshots (a process that appeared counts from zero)."""
+    return {k: sum(seconds - before[k].get(pid, 0.0) for pid, seconds in after[k].items()) for k in after}
 
 
 def _ms(values: list[float], q: int) -> float:
@@ -329,20 +357,21 @@ class Backend:
 
     def start(self, stack: contextlib.ExitStack) -> None:
         prepare(self.url, self.args.clients)
-        self.server = stack.enter_context(Server(self.url, workers=self.workers, threads=self.args.threads))
+        server = Server(self.url, workers=self.workers, threads=self.args.threads, app=self.args.app)
+        self.server = stack.enter_context(server)
         names = [f"emp{i}" for i in range(self.args.clients)] + ["boss", "cash"]
         self.tokens = _tokens(self.server, names)
-        drive(self.server, self.tokens, self.args.warmup, self.args.clients, first=10_000_000)
+        drive(self.server, self.tokens, self.args.warmup, self.args.clients, first=10_000_000)  # warm
 
     def round(self, instances: int) -> None:
-        before = cpu_snapshot(self.server)
-        run = drive(self.server, self.tokens, instances, self.args.clients, first=self.next)
-        after = cpu_snapshot(self.server)
+        before = cpu_snapshot(self.server, self.name)
+        run = drive(self.server, self.tokens, instances, self.args.clients, self.next, self.args.keep_alive)
+        used = cpu_used(before, cpu_snapshot(self.server, self.name))
         self.next += instances
         run["instances"] = instances
         self.runs.append(run)
         for k in self.cpu:
-            self.cpu[k] += after[k] - before[k]
+            self.cpu[k] += used[k]
 
     def figures(self) -> dict:
         done = sum(run["instances"] for run in self.runs)
@@ -392,6 +421,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument("--postgres", default=DEFAULT_PG)
     parser.add_argument("--profile", type=Path, default=None, help="py-spy raw profiles into this dir")
+    parser.add_argument("--app", default="web.app:create_app()", help="what gunicorn serves (variants)")
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="one connection per client thread (gunicorn then pins each to one worker, often unevenly)",
+    )
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
 
@@ -422,6 +457,7 @@ def main(argv: list[str] | None = None) -> dict:
         "instances": per_round * args.rounds,
         "rounds": args.rounds,
         "clients": args.clients,
+        "keep_alive": args.keep_alive,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "figures": figures,
     }
@@ -435,7 +471,9 @@ def main(argv: list[str] | None = None) -> dict:
 def _print(report: dict, previous: dict | None) -> None:
     print(
         f"3-step approval over HTTP, {report['instances']} instances per backend in {report['rounds']} "
-        f"rounds, {report['clients']} client threads ({report['machine']}, load average "
+        f"rounds, {report['clients']} client threads, "
+        f"{'keep-alive' if report['keep_alive'] else 'a connection per request'} "
+        f"({report['machine']}, load average "
         f"{report['load_average']})"
     )
     print("| backend | gunicorn | instances/s | rounds | × spiff-arena (14/s) | requests/s | × previous |")
