@@ -4,8 +4,10 @@ A filter that says "any of these" (a user's inbox: assigned to them, or offered 
 is kept apart with ``_any_of`` and run as a UNION of one query per branch rather than as one
 ``WHERE a OR b OR ...``: each branch then uses its own index, and for a page each branch stops
 after ``offset + size`` rows in the page's order (the union's first ``offset + size`` rows are
-among them), so a page costs the same with 100 or 100,000 matching rows. One big OR, by contrast,
-lets PostgreSQL use no index at all and evaluate the candidate sub-selects per row.
+among them), so with an index in page order behind each branch a page costs about the same with
+100 or 100,000 matching rows. One big OR, by contrast, lets PostgreSQL use no index at all and
+evaluate the candidate sub-selects per row. A query already narrowed by key (``_where_key``: one
+id, one instance's tasks) runs the branches as that one OR: it only has a handful of rows to test.
 """
 
 from __future__ import annotations
