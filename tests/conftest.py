@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,25 @@ def engine(db_url) -> Iterator[Engine]:
     eng = Engine.from_url(db_url, EngineConfig(script_timeout=1.0))
     yield eng
     eng.close()
+
+
+class Clock:
+    """A clock tests set by hand (the engine reads the time only through ``EngineConfig.clock``)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clocked(db_url):
+    """An engine on a hand-set clock, and that clock."""
+    clock = Clock()
+    engine = Engine.from_url(db_url, EngineConfig(clock=clock))
+    yield engine, clock
+    engine.close()
 
 
 @pytest.fixture

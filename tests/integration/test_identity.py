@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import click
 import pytest
@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 import web.cli  # noqa: F401 - imported before web.cli_identity: web/cli.py registers that group on import
 from engine import execution
-from engine.context import EngineConfig
 from engine.errors import ConflictError, NotFoundError, ValidationError
 from engine.facade import Engine
 from engine.models import ApiToken, AuditEntry
@@ -28,22 +27,6 @@ needs_org_wiring = pytest.mark.skipif(
     not ORG_EXPRESSIONS_WIRED,
     reason="engine/execution.py does not pass org_chart() to resolve_people yet (org expressions unwired)",
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clocked(db_url):
-    clock = Clock()
-    engine = Engine.from_url(db_url, EngineConfig(clock=clock))
-    yield engine, clock
-    engine.close()
 
 
 def _org(engine: Engine) -> None:

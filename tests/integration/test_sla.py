@@ -7,9 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from engine.context import EngineConfig
 from engine.errors import ConflictError
-from engine.facade import Engine
 from engine.scheduler import JobRunner
 from tests import bpmn_builders as b
 
@@ -24,22 +22,6 @@ def _due_task(pid: str, due: str) -> bytes:
         )
         .encode()
     )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clocked(db_url):
-    clock = Clock()
-    engine = Engine.from_url(db_url, EngineConfig(clock=clock))
-    yield engine, clock
-    engine.close()
 
 
 class TestSlaStates:
