@@ -9,7 +9,8 @@ visible to the user ``bench`` (groups ``bench_team`` and ``reviewers``):
 and, for everybody else (the rest of the rows):
   1/6   open, assigned to one of 1,000 other users (a fifth of them claimed from bench_team's pool)
   1/6   open, unassigned, offered to one of 200 other groups
-  2/3   completed (a sixth of them offered to bench_team, 10,000 completed by bench)
+  2/3   completed (a sixth of them once offered to bench_team: kept in `offers`, without
+        candidate rows, as the engine keeps closed tasks; 10,000 completed by bench)
 
 80 % of the tasks have a due date (a third of those already breached), the tasks share 5,000
 instances (1 % with a paused SLA clock). ``user7`` (groups group3, group4) is the typical colleague
@@ -61,11 +62,13 @@ REQUESTS = [
     (USER, "?count=true"),
     (OTHER, ""),
     (OTHER, "?scope=group"),
+    (USER, "/api/v1/process-instances"),  # a full path: the instances the user is involved in
+    (OTHER, "/api/v1/process-instances"),
 ]
 TASK_COLUMNS = (
     "id", "instance_id", "definition_key", "element_id", "name", "lane", "assignee", "due_at", "warn_at",
     "priority", "form_key", "state", "created_at", "claimed_by", "claimed_at", "completed_by",
-    "completed_at", "version",
+    "completed_at", "version", "offers",
 )  # fmt: skip
 INSTANCE_COLUMNS = (
     "id", "definition_id", "definition_key", "business_key", "state", "started_by", "started_at",
@@ -172,9 +175,14 @@ def load(url: str, total: int, visible: int) -> dict:
             ):
                 pending = []
                 for row, cands in _task_rows(total, visible, instance_ids, now, rng):
-                    tasks.write_row(row)
+                    offers = {
+                        "users": [n for k, n in cands if k == "user"],
+                        "groups": [n for k, n in cands if k == "group"],
+                    }
+                    tasks.write_row((*row, json.dumps(offers)))
                     rows += 1
-                    pending.extend((row[0], kind, name) for kind, name in cands)
+                    if row[11] == "ready":  # as the engine keeps them: candidate rows of open tasks only
+                        pending.extend((row[0], kind, name) for kind, name in cands)
             with cur.copy("COPY task_candidate (task_id, kind, name) FROM STDIN") as copy:
                 for candidate in pending:
                     copy.write_row(candidate)
@@ -226,13 +234,17 @@ def _name(who: str, query: str) -> str:
     return f"{who} {query or '(default)'}"
 
 
+def _path(query: str) -> str:
+    return query if query.startswith("/") else f"/api/v1/tasks{query}"
+
+
 def _measure(get, tokens: dict, requests: int, rounds: int) -> tuple[dict, dict]:
     """``get(path, headers) -> (status, body)`` for every request; percentiles and answer shapes."""
     samples: dict[str, list[float]] = {_name(*r): [] for r in REQUESTS}
     shapes = {}
     for who, query in REQUESTS:  # warm-up, and what each URL answers
         for _ in range(5):
-            status, body = get(f"/api/v1/tasks{query}", tokens[who])
+            status, body = get(_path(query), tokens[who])
         assert status == 200, body
         shapes[_name(who, query)] = {"items": len(body["items"]), "total": body.get("total")}
     per_round = max(requests // rounds, 1)
@@ -240,7 +252,7 @@ def _measure(get, tokens: dict, requests: int, rounds: int) -> tuple[dict, dict]
         for who, query in REQUESTS:
             for _ in range(per_round):
                 t0 = time.perf_counter()
-                status, _ = get(f"/api/v1/tasks{query}", tokens[who])
+                status, _ = get(_path(query), tokens[who])
                 samples[_name(who, query)].append(time.perf_counter() - t0)
                 assert status == 200
     return {name: percentiles(s) for name, s in samples.items()}, shapes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from engine.calendar import BusinessCalendar, script_functions
+from engine.connectors import Connectors
 from engine.db import AUDIT_BUFFER, Database
 from engine.form_cache import FormCache
 from engine.live import LiveCache
@@ -25,6 +27,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _env_days(name: str) -> int | None:
+    """Whole days from the environment; unset, empty or "off" means None (the policy is off)."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "off"):
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a whole number of days (1 or more) or 'off', not {raw!r}")
+    return int(raw)
+
+
 @dataclass
 class EngineConfig:
     script_timeout: float = 2.0
@@ -35,6 +47,19 @@ class EngineConfig:
     calendar: BusinessCalendar | None = None  # None: working hours + the holiday files in engine/data
     shared_forms_dir: Path | None = SHARED_FORMS
     clock: Callable[[], datetime] = utcnow
+    # API token -> user answers kept per process this long (0 disables): revoking a token or changing
+    # a user clears this process's copies at once, other processes' within this many seconds
+    token_cache_seconds: float = 5.0
+    # history retention (engine/retention.py, docs/measures.md): off unless a number of days is set
+    retention_days: int | None = field(default_factory=lambda: _env_days("BATON_RETENTION_DAYS"))
+    retention_archive_dir: Path | None = field(
+        default_factory=lambda: Path(p) if (p := os.environ.get("BATON_RETENTION_ARCHIVE_DIR")) else None
+    )
+    retention_attachments: str = field(
+        default_factory=lambda: os.environ.get("BATON_RETENTION_ATTACHMENTS", "keep")
+    )  # keep | remove
+    # operations BPMN service tasks call (integrations/; web/app.py passes the default set)
+    connectors: Connectors | None = None
 
 
 class EngineContext:
@@ -51,7 +76,12 @@ class EngineContext:
             **script_functions(self.calendar),
             **config.script_functions,
         }
-        self.script_engine = BatonScriptEngine(timeout=config.script_timeout, functions=functions)
+        self.connectors = config.connectors or Connectors()
+        self.script_engine = BatonScriptEngine(
+            timeout=config.script_timeout,
+            functions=functions,
+            services=lambda name, params, data: self.connectors.call(self, name, params, data),
+        )
 
     def now(self) -> datetime:
         return self.config.clock()

@@ -69,7 +69,12 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._read = sessionmaker(bind=engine, expire_on_commit=False)
+        # PostgreSQL reads run in autocommit: no BEGIN/ROLLBACK round trips around one or two
+        # statements (a read sees committed data statement by statement; nothing reads under a lock)
+        reader = engine
+        if self.dialect == "postgresql":
+            reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read = sessionmaker(bind=reader, expire_on_commit=False)
         writer = engine.execution_options(**{WRITE_OPTION: True})
         self._write = sessionmaker(bind=writer, expire_on_commit=False)
 

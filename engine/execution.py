@@ -33,7 +33,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from engine import task_properties
 from engine.bpmn import human_task_meta
+from engine.connectors import command_scope, is_retryable, sync_retry_job
 from engine.context import EngineContext
 from engine.db import UnitOfWork
 from engine.errors import ConflictError, NotFoundError
@@ -44,6 +46,7 @@ from engine.models import (
     ProcessDefinition,
     ProcessInstance,
     TaskCandidate,
+    UserAccount,
 )
 from engine.people import org_chart, resolve_due, resolve_people, resolve_priority
 from engine.serialization import FORMAT
@@ -88,7 +91,12 @@ _INSTANCE_OF_TASK = (
 )
 _SELECT_TASK_INSTANCE = select(*(_I[name] for name in _RECORD_FIELDS)).where(_I.id == _INSTANCE_OF_TASK)
 _SELECT_TASK_INSTANCE_LOCKED = _SELECT_TASK_INSTANCE.with_for_update()
-_INSERT_INSTANCE = insert(ProcessInstance.__table__)
+# the starter's department is read in the same statement (the managers' instance list filters on it)
+_INSERT_INSTANCE = insert(ProcessInstance.__table__).values(
+    starter_department_id=select(UserAccount.department_id)
+    .where(UserAccount.username == bindparam("b_starter"))
+    .scalar_subquery()
+)
 _MUTABLE = (
     "state",
     "updated_at",
@@ -118,6 +126,11 @@ _CLOSE_TASKS = (
 )
 _INSERT_TASKS = insert(HumanTask.__table__)
 _INSERT_CANDIDATES = insert(TaskCandidate.__table__)
+# Candidate rows are offers: a closed task offers nothing, so its rows go (the table then holds open
+# offers only, and "offered to my groups" stays a short index range however long the history).
+_DELETE_CANDIDATES = delete(TaskCandidate.__table__).where(
+    TaskCandidate.__table__.c.task_id.in_(bindparam("ids", expanding=True))
+)
 _M = MessageSubscription.__table__.c
 _DELETE_SUBSCRIPTIONS = delete(MessageSubscription.__table__).where(
     _M.instance_id == bindparam("instance_id"), _M.task_id.in_(bindparam("task_ids", expanding=True))
@@ -136,6 +149,7 @@ class Failure:
 
     element_id: str | None
     message: str
+    retry: bool = False  # a connector failure that may pass: a retry job is scheduled (engine.connectors)
 
 
 @dataclass
@@ -247,7 +261,7 @@ def advance(workflow: BpmnWorkflow, action: Callable[[], Any] | None = None) -> 
         failed = _failed_task(workflow, exc)
         if failed is None:
             raise
-        return Failure(failed.task_spec.bpmn_id or failed.task_spec.name, _message(exc))
+        return Failure(failed.task_spec.bpmn_id or failed.task_spec.name, _message(exc), is_retryable(exc))
     return None
 
 
@@ -342,8 +356,10 @@ def persist(
     """Serialize the workflow and bring every projection of it up to date (same transaction)."""
     row, workflow = live.row, live.workflow
     after = waits_of(workflow)
+    task_properties.apply(ctx, session, live, after, actor=actor, now=now)  # sla pause, cc, people.*
     row.engine_state = ctx.serializer.dumps(workflow)
     row.updated_at = now
+    was_error = row.state == ERROR
     if failure is not None:
         row.state = ERROR
         row.error_element, row.error_message = failure.element_id, failure.message
@@ -357,6 +373,8 @@ def persist(
     _sync_human_tasks(ctx, session, conn, live, after, actor=actor, now=now, completed=set(completed))
     _sync_messages(conn, row.id, live.before, after, now)
     _sync_timer_job(conn, row, live.previous_due, now)
+    if was_error or failure is not None:
+        sync_retry_job(conn, row.id, retry=failure is not None and failure.retry, now=now)
     if failure is not None:
         ctx.audit(
             session,
@@ -377,7 +395,8 @@ def _write_instance(conn: Connection, live: LiveInstance) -> None:
     row = live.row
     if live.is_new:
         row.version = 1
-        conn.execute(_INSERT_INSTANCE, {name: getattr(row, name) for name in _RECORD_FIELDS})
+        params = {name: getattr(row, name) for name in _RECORD_FIELDS}
+        conn.execute(_INSERT_INSTANCE, {**params, "b_starter": row.started_by})
         live.is_new = False
         return
     params = {name: getattr(row, name) for name in _MUTABLE}
@@ -404,6 +423,8 @@ def _sync_human_tasks(
     gone = [t for t in closed if t not in completed]
     if done:
         conn.execute(_CLOSE_TASKS, {"ids": done, "new_state": "completed", "by": actor, "at": now})
+    if closed:
+        conn.execute(_DELETE_CANDIDATES, {"ids": closed})
     if gone:
         conn.execute(_CLOSE_TASKS, {"ids": gone, "new_state": "cancelled", "by": None, "at": now})
         for task_id in gone:
@@ -449,6 +470,7 @@ def _sync_human_tasks(
                 "completed_by": None,
                 "completed_at": None,
                 "version": 1,
+                "offers": {"users": list(users), "groups": list(groups)},
             }
         )
         candidates += [{"task_id": task_id, "kind": "group", "name": g} for g in groups]
@@ -577,7 +599,8 @@ def mutate_instance(
             raise ConflictError(f"process instance {row.id} is {row.state}")
         live = open_instance(ctx, session, row)
         now = ctx.now()
-        mutation = change(session, live, now)
+        with command_scope(session, row, actor=actor, now=now):  # service tasks write in this transaction
+            mutation = change(session, live, now)
         persist(
             ctx, session, live, actor=actor, now=now, failure=mutation.failure, completed=mutation.completed
         )

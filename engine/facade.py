@@ -11,8 +11,11 @@ from engine.db import Database
 from engine.history import HistoryService
 from engine.identity import IdentityService
 from engine.management import ManagementService
+from engine.measures import MeasureService
 from engine.messaging import MessageService
+from engine.records import RecordService
 from engine.repository import RepositoryService
+from engine.retention import RetentionService
 from engine.runtime import RuntimeService
 from engine.tasks import TaskService
 
@@ -28,6 +31,9 @@ class Engine:
         self.identity = IdentityService(self.context)
         self.management = ManagementService(self.context)
         self.messages = MessageService(self.context)
+        self.records = RecordService(self.context)
+        self.measures = MeasureService(self.context)
+        self.retention = RetentionService(self.context)
 
     @classmethod
     def from_url(cls, url: str, config: EngineConfig | None = None, **engine_kwargs) -> Engine:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -452,6 +453,12 @@ def _conflicts(what: str) -> Iterator[None]:
 class IdentityService:
     def __init__(self, ctx: EngineContext) -> None:
         self._ctx = ctx
+        # token hash -> (monotonic expiry, user, token id, last used): see user_for_token
+        self._tokens: dict[str, tuple[float, User, int, datetime | None]] = {}
+
+    def _forget_tokens(self) -> None:
+        """A user, membership or token changed: this process stops trusting its cached answers."""
+        self._tokens.clear()
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -681,6 +688,9 @@ class IdentityService:
             task.candidates = [c for c in task.candidates if not (c.kind == "user" and c.name == username)]
             if to_user not in names:
                 task.candidates.append(TaskCandidate(kind="user", name=to_user))
+            offers = dict(task.offers or {})
+            offers["users"] = [n for n in names if n != username] + ([] if to_user in names else [to_user])
+            task.offers = offers
             self._ctx.audit(
                 session,
                 "task_candidates_changed",
@@ -703,6 +713,7 @@ class IdentityService:
         actor: str | None,
         expected_version: int | None = None,
     ) -> User:
+        self._forget_tokens()
         with _conflicts(f"user {username}"), self._ctx.db.unit_of_work() as uow:
             session, now = uow.session, self._ctx.now()
             row = _user(session, username)
@@ -938,6 +949,7 @@ class IdentityService:
         self._membership(group, username, add=False, actor=actor)
 
     def _membership(self, group: str, username: str, *, add: bool, actor: str | None) -> None:
+        self._forget_tokens()
         with _conflicts(f"group {group}"), self._ctx.db.unit_of_work() as uow:
             session, now = uow.session, self._ctx.now()
             group_row, user = _group(session, group), _user(session, username)
@@ -1036,6 +1048,7 @@ class IdentityService:
 
     def revoke_token(self, token_id: int, *, actor: str | None = None) -> TokenInfo:
         """Raises NotFoundError, ConflictError (already revoked)."""
+        self._forget_tokens()
         with self._ctx.db.unit_of_work() as uow:
             session, now = uow.session, self._ctx.now()
             row = session.get(ApiToken, token_id)
@@ -1058,16 +1071,18 @@ class IdentityService:
 
     # -- saved inbox filters -------------------------------------------------------------------------
 
-    def saved_filters(self, username: str) -> list[SavedInboxFilter]:
-        """The user's saved inbox filters, by name."""
+    def saved_filters(self, username: str, *, kind: str = "inbox") -> list[SavedInboxFilter]:
+        """The user's saved filters of one list (``kind``: inbox, instances), by name."""
         with self._ctx.db.unit_of_work(write=False) as uow:
             rows = uow.session.scalars(
-                select(SavedFilter).where(SavedFilter.username == username).order_by(SavedFilter.name)
+                select(SavedFilter)
+                .where(SavedFilter.username == username, SavedFilter.kind == kind)
+                .order_by(SavedFilter.name)
             )
             return [SavedInboxFilter(r.id, r.name, r.query, r.created_at) for r in rows]
 
-    def save_filter(self, username: str, name: str, query: str) -> SavedInboxFilter:
-        """Keep (or replace, by name) a filter of ``username``'s inbox: a query string."""
+    def save_filter(self, username: str, name: str, query: str, *, kind: str = "inbox") -> SavedInboxFilter:
+        """Keep (or replace, by name) a filter of one of ``username``'s lists: a query string."""
         name = (name or "").strip()
         if not 1 <= len(name) <= 100 or not name.isprintable():
             raise ValidationError("a saved filter needs a name of 1 to 100 characters")
@@ -1077,16 +1092,22 @@ class IdentityService:
             session = uow.session
             now = self._ctx.now()
             row = session.scalars(
-                select(SavedFilter).where(SavedFilter.username == username, SavedFilter.name == name)
+                select(SavedFilter).where(
+                    SavedFilter.username == username, SavedFilter.kind == kind, SavedFilter.name == name
+                )
             ).first()
             if row is None:
-                row = SavedFilter(username=username, name=name, query=query, created_at=now)
+                row = SavedFilter(username=username, kind=kind, name=name, query=query, created_at=now)
                 session.add(row)
             else:
                 row.query = query
             session.flush()
             self._ctx.audit(
-                session, "filter_saved", actor=username, details={"name": name, "query": query}, at=now
+                session,
+                "filter_saved",
+                actor=username,
+                details={"kind": kind, "name": name, "query": query},
+                at=now,
             )
             result = SavedInboxFilter(row.id, row.name, row.query, row.created_at)
             uow.commit()
@@ -1112,20 +1133,33 @@ class IdentityService:
 
     def user_for_token(self, token: str) -> User | None:
         """The active user a live token belongs to, else None. Marks the token used (at most once a
-        minute, so API calls do not each write; the bookkeeping is not audited)."""
+        minute, so API calls do not each write; the bookkeeping is not audited).
+
+        Answers are kept ``token_cache_seconds`` per process: authentication was a fifth of an API
+        request's CPU (docs/benchmarks.md). Revocation and user changes clear this process's copies;
+        other processes follow within the TTL."""
         if not token or not token.startswith(TOKEN_PREFIX):
             return None
         digest = hash_token(token)
         now = self._ctx.now()
-        with self._ctx.db.unit_of_work(write=False) as uow:
-            row = uow.session.scalar(
-                select(ApiToken).where(ApiToken.token_hash == digest).options(joinedload(ApiToken.user))
-            )
-            if row is None or row.revoked_at is not None or row.user.state != "active":
-                return None
-            user = to_user(row.user)
-            stale = row.last_used_at is None or now - row.last_used_at >= TOKEN_TOUCH_INTERVAL
-            token_id = row.id
+        cached = self._tokens.get(digest)
+        if cached is None or cached[0] <= time.monotonic():
+            with self._ctx.db.unit_of_work(write=False) as uow:
+                row = uow.session.scalar(
+                    select(ApiToken)
+                    .where(ApiToken.token_hash == digest)
+                    .options(joinedload(ApiToken.user).selectinload(UserAccount.groups))
+                )
+                if row is None or row.revoked_at is not None or row.user.state != "active":
+                    return None
+                expires = time.monotonic() + self._ctx.config.token_cache_seconds
+                cached = (expires, to_user(row.user), row.id, row.last_used_at)
+        expires, user, token_id, last_used = cached
+        stale = last_used is None or now - last_used >= TOKEN_TOUCH_INTERVAL
+        if self._ctx.config.token_cache_seconds > 0:
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
+            self._tokens[digest] = (expires, user, token_id, now if stale else last_used)
         if stale:
             with self._ctx.db.unit_of_work() as uow:
                 uow.session.execute(

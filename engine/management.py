@@ -17,9 +17,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, or_, select, update
 
+from engine.connectors import RETRY_JOB, sync_retry_job
 from engine.context import EngineContext
 from engine.errors import ConflictError, NotFoundError
 from engine.execution import (
+    ERROR,
     RUNNING,
     LiveInstance,
     Mutation,
@@ -30,7 +32,8 @@ from engine.execution import (
     timer_job_due,
 )
 from engine.models import Job, ProcessDefinition, ProcessInstance
-from engine.runtime import latest_definition, start_instance
+from engine.retention import RETENTION_JOB, fire_retention_job
+from engine.runtime import RuntimeService, latest_definition, start_instance
 from engine.start_events import next_run, prime_timer_start
 from engine.timers import due_timers, is_cycle, skip_cycles, timers_held, waiting_timers
 
@@ -127,6 +130,14 @@ class ManagementService:
                     return JobOutcome(job.id, True)  # the firing replaced (or removed) the job row
             elif job.kind == "start_timer":
                 self._fire_start_timer(job, owner)
+            elif job.kind == RETENTION_JOB:
+                fire_retention_job(self._ctx, job.id, owner)
+            elif job.kind == RETRY_JOB and job.instance_id:
+                error = self._retry_step(job.instance_id)
+                if error is not None:
+                    self._record_failure(job, owner, error)  # back off; after the last attempt: incident
+                    return JobOutcome(job.id, False, error)
+                return JobOutcome(job.id, True)  # the retry (or the clean-up) removed the job row
             else:
                 raise ValueError(f"unknown job kind {job.kind!r}")
         except ConflictError as exc:
@@ -209,6 +220,17 @@ class ManagementService:
 
         row = mutate_instance(ctx, instance_id, change, actor="scheduler")
         return timer_job_due(row) == outcome["loaded_due"]
+
+    def _retry_step(self, instance_id: str) -> str | None:
+        """Run a failed service task again through the instances' retry path (engine.connectors);
+        returns why it failed again, or None (it worked, or there is nothing left to retry)."""
+        if self._instance_state(instance_id) != ERROR:  # retried by hand, or cancelled meanwhile
+            with self._ctx.db.unit_of_work() as uow:
+                sync_retry_job(uow.session.connection(), instance_id, retry=False, now=self._ctx.now())
+                uow.commit()
+            return None
+        instance = RuntimeService(self._ctx).retry(instance_id, actor="scheduler")
+        return (instance.error_message or "the step failed again") if instance.state == ERROR else None
 
     def _fire_start_timer(self, job: LeasedJob, owner: str) -> None:
         """Start an instance and re-schedule the job in one transaction: never lost, never doubled."""

@@ -8,24 +8,36 @@ same models serve web requests, scheduler jobs and CLI commands. Alembic owns th
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
+    select,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    column_property,
+    declared_attr,
+    mapped_column,
+    relationship,
+)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -134,10 +146,23 @@ class ProcessInstance(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     sla_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, nullable=False)
+    # the starter's department when the instance started (a manager's tracking list filters on it,
+    # see migration 0009): kept as history, so no foreign key rewrites it later
+    starter_department_id: Mapped[int | None] = mapped_column(Integer)
 
     definition: Mapped[ProcessDefinition] = relationship()
 
     __mapper_args__ = {"version_id_col": version}
+
+
+# the managers' instance list (web/manage.py): a department's instances, newest first, by index walk;
+# the recently ended ones, and an end-date range (ended_at is written once, so the index costs little)
+Index(
+    "ix_process_instance_department_started",
+    ProcessInstance.starter_department_id,
+    ProcessInstance.started_at,
+)
+Index("ix_process_instance_ended_at", ProcessInstance.ended_at)
 
 
 class HumanTask(Base):
@@ -163,6 +188,9 @@ class HumanTask(Base):
     completed_by: Mapped[str | None] = mapped_column(String(150))
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, nullable=False)
+    # who the task is or was offered to, {"users": [...], "groups": [...]}: read with the row (no join)
+    # and kept once it closes; the indexed rows of task_candidate are the OPEN offers only
+    offers: Mapped[dict | None] = mapped_column(JSON)
 
     instance: Mapped[ProcessInstance] = relationship()
     candidates: Mapped[list[TaskCandidate]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
@@ -398,17 +426,19 @@ class Comment(Base):
 
 
 class SavedFilter(Base):
-    """A named inbox filter (a query string) a user keeps on the server."""
+    """A named filter (a query string) a user keeps on the server: of the inbox, or (``kind``) of
+    another list such as the managers' instance list."""
 
     __tablename__ = "saved_filter"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(150), index=True)
+    kind: Mapped[str] = mapped_column(String(20), default="inbox", server_default="inbox")
     name: Mapped[str] = mapped_column(String(100))
     query: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (UniqueConstraint("username", "name"),)
+    __table_args__ = (UniqueConstraint("username", "kind", "name"),)
 
 
 class Attachment(Base):
@@ -429,3 +459,226 @@ class Attachment(Base):
     content: Mapped[bytes] = mapped_column(LargeBinary)
     uploaded_by: Mapped[str] = mapped_column(String(150))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CRM records: customers, contacts, contracts (line items, payment plan), payments, tickets.
+# The service over them is engine/records.py (docs/records.md); schema in migration 0012.
+# Money is Numeric(14, 2) everywhere and Decimal in Python, never float.
+
+MONEY = Numeric(14, 2)
+
+
+class _CrmRecord:
+    """What every CRM record carries: who it belongs to (permission scoping), times, optimistic lock."""
+
+    owner: Mapped[str | None] = mapped_column(String(150), index=True)  # a username
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    @declared_attr
+    def department_id(cls) -> Mapped[int | None]:
+        return mapped_column(ForeignKey("department.id", ondelete="SET NULL"), index=True)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict:
+        return {"version_id_col": cls.version}
+
+
+class CrmCustomer(_CrmRecord, Base):
+    __tablename__ = "crm_customer"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    industry: Mapped[str | None] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    email: Mapped[str | None] = mapped_column(String(255))
+    address: Mapped[str | None] = mapped_column(String(500))
+    notes: Mapped[str | None] = mapped_column(Text)
+
+
+class CrmContact(_CrmRecord, Base):
+    __tablename__ = "crm_contact"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("crm_customer.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str | None] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    email: Mapped[str | None] = mapped_column(String(255))
+    notes: Mapped[str | None] = mapped_column(Text)
+
+    customer: Mapped[CrmCustomer] = relationship()
+
+
+class CrmContract(_CrmRecord, Base):
+    """A contract: draft → in_review → approved (frozen) | rejected (archived with its reason)."""
+
+    __tablename__ = "crm_contract"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str | None] = mapped_column(String(50), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("crm_customer.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    currency: Mapped[str] = mapped_column(String(3))
+    signed_on: Mapped[date | None] = mapped_column(Date)
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str | None] = mapped_column(String(150))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    customer: Mapped[CrmCustomer] = relationship()
+    items: Mapped[list[CrmContractItem]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="CrmContractItem.position"
+    )
+    plan: Mapped[list[CrmInstalment]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="CrmInstalment.position"
+    )
+
+
+class CrmContractItem(Base):
+    __tablename__ = "crm_contract_item"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("crm_contract.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    product: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(String(500))
+    quantity: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    unit_price: Mapped[Decimal] = mapped_column(MONEY)
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+
+
+class CrmInstalment(Base):
+    """One instalment of a contract's payment plan (回款计划): an amount due on a date."""
+
+    __tablename__ = "crm_instalment"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("crm_contract.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    due_on: Mapped[date] = mapped_column(Date)
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    note: Mapped[str | None] = mapped_column(String(500))
+
+
+class CrmPayment(_CrmRecord, Base):
+    """A payment received against a contract (回款); it counts only once approved (回款审核)."""
+
+    __tablename__ = "crm_payment"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract_id: Mapped[int] = mapped_column(ForeignKey("crm_contract.id"))
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    received_on: Mapped[date] = mapped_column(Date)
+    method: Mapped[str | None] = mapped_column(String(50))
+    reference: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), index=True)  # pending | approved | rejected
+    review_note: Mapped[str | None] = mapped_column(Text)
+    reviewed_by: Mapped[str | None] = mapped_column(String(150))
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    contract: Mapped[CrmContract] = relationship()
+
+    __table_args__ = (Index("ix_crm_payment_contract_status", "contract_id", "status"),)
+
+
+# collected = approved payments only (computed where it is read: it can never drift from the payments)
+CrmContract.collected = column_property(
+    select(func.coalesce(func.sum(CrmPayment.amount), 0))
+    .where(CrmPayment.contract_id == CrmContract.id, CrmPayment.status == "approved")
+    .correlate_except(CrmPayment)
+    .scalar_subquery(),
+    deferred=False,
+)
+
+
+class CrmTicket(_CrmRecord, Base):
+    """A work order (工单): consultation, suggestion, complaint or repair."""
+
+    __tablename__ = "crm_ticket"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("crm_customer.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("crm_contact.id", ondelete="SET NULL"))
+    type: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    assignee: Mapped[str | None] = mapped_column(String(150), index=True)
+    vendor: Mapped[str | None] = mapped_column(String(200))
+    rating: Mapped[int | None] = mapped_column(Integer)
+    resolution: Mapped[str | None] = mapped_column(Text)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    customer: Mapped[CrmCustomer | None] = relationship()
+
+
+class CrmRecordLink(Base):
+    """A record a process instance acted on (a connector call). Instances whose business key is
+    ``"<type>:<id>"`` (e.g. ``contract:42``) belong to that record too, without a row here.
+
+    The foreign key is checked at commit: an instance's first step may write a record before the
+    instance row itself is inserted (both in the same transaction).
+    """
+
+    __tablename__ = "crm_record_link"
+
+    record_type: Mapped[str] = mapped_column(String(20), primary_key=True)  # customer | contact | ...
+    record_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("process_instance.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
+        primary_key=True,
+        index=True,
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# ---------------------------------------------------------------------------------------------
+# Approval features (migration 0013): CC (抄送)
+
+
+class InstanceCc(Base):
+    """A user copied on an instance (抄送): they may read it, never act on it. Written when a task
+    with the ``cc`` property opens (engine/task_properties.py)."""
+
+    __tablename__ = "instance_cc"
+
+    # checked at commit: a task opening in an instance's first step names people before the
+    # instance row itself is written (same transaction)
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("process_instance.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
+        primary_key=True,
+    )
+    username: Mapped[str] = mapped_column(String(150), primary_key=True, index=True)
+    element_id: Mapped[str | None] = mapped_column(String(255))  # the task whose property named them
+    added_by: Mapped[str | None] = mapped_column(String(150))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# ---------------------------------------------------------------------------------------------
+# Measures (engine/measures.py, migration 0010): each figure of a process is a range scan of one
+# of these indexes, read from the index alone on PostgreSQL (INCLUDE: no visit to the wide
+# instance rows, which carry the engine state). SQLite gets the key columns only.
+
+Index(
+    "ix_process_instance_measures_started",
+    ProcessInstance.definition_key,
+    ProcessInstance.started_at,
+    postgresql_include=["state", "started_by", "definition_id"],
+)
+Index(
+    "ix_process_instance_measures_ended",
+    ProcessInstance.definition_key,
+    ProcessInstance.ended_at,
+    postgresql_include=["state", "started_at", "started_by", "definition_id"],
+)
+Index(
+    "ix_human_task_measures",
+    HumanTask.definition_key,
+    HumanTask.created_at,
+    postgresql_include=["element_id", "state", "completed_at", "due_at", "instance_id"],
+)

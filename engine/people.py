@@ -9,6 +9,8 @@ the identity service, through an ``OrgChart`` the execution layer passes in (``o
   data has a variable of that name. Calls nest: ``${manager(manager(initiator))}`` (skip level).
 * ``${department_head('财务部')}``: a department's head (a name or a path ``总部/财务部``).
 * ``${group('finance')}``: the group's name, for candidate groups.
+* ``${members('purchase_review')}``: the active members of a group, one username each (a countersign's
+  multi-instance collection, or ``candidateUsers`` offering a task to each member by name).
 
 A function's argument is a quoted literal, a variable, or a bare name taken literally when no
 variable has it. An expression that cannot be resolved (no org chart, unknown user, syntax error)
@@ -24,9 +26,11 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.identity import SessionOrgChart
+from engine.models import GroupMember, UserAccount, UserGroup
 
 _VARIABLE = re.compile(r"^\$\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}$|^=\s*([A-Za-z_][A-Za-z0-9_.]*)$")
 
@@ -59,13 +63,37 @@ class OrgChart(Protocol):
 
     def department_head(self, department: str) -> str | None: ...
 
+    # optional: ``members_of(group) -> list[str]`` (active members, for ``members('group')``)
+
+
+class _SessionPeople(SessionOrgChart):
+    """The session's org chart, also answering ``members('group')``."""
+
+    def __init__(self, session: Session, initiator: str | None = None) -> None:
+        super().__init__(session, initiator)
+        self._members_session = session
+        self._members: dict[str, list[str]] = {}
+
+    def members_of(self, group: str) -> list[str]:
+        if group not in self._members:
+            self._members[group] = list(
+                self._members_session.scalars(
+                    select(UserAccount.username)
+                    .join(GroupMember, GroupMember.user_id == UserAccount.id)
+                    .join(UserGroup, UserGroup.id == GroupMember.group_id)
+                    .where(UserGroup.name == group, UserAccount.state == "active")
+                    .order_by(UserAccount.username)
+                )
+            )
+        return self._members[group]
+
 
 def org_chart(session: Session, *, initiator: str | None = None) -> OrgChart:
     """The org chart for tasks opening in ``session``'s transaction (lookups run only when used)."""
-    return SessionOrgChart(session, initiator)
+    return _SessionPeople(session, initiator)
 
 
-FUNCTIONS = ("manager", "department_head", "group")
+FUNCTIONS = ("manager", "department_head", "group", "members")
 _TOKEN = re.compile(
     r"""\s*(?:(?P<str>'[^']*'|"[^"]*")|(?P<name>[^\W\d]\w*(?:\.[^\W\d]\w*)*)|(?P<op>[(),]))"""
 )
@@ -141,6 +169,18 @@ def check_people_expression(raw: str) -> list[str]:
     return problems
 
 
+def names_one_person(raw: str) -> bool:
+    """Whether an attribute is a single ``manager(...)``/``department_head(...)`` call: it names one
+    person at most (anything else may name several)."""
+    items = split_people(raw)
+    expression = _expression_of(items[0]) if len(items) == 1 else None
+    try:
+        node = parse_expression(expression) if expression is not None else None
+    except ExpressionError:
+        return False
+    return node is not None and node[0] == "call" and node[1] in ("manager", "department_head")
+
+
 def split_people(raw: str | None) -> list[str]:
     """Split a comma-separated attribute, keeping commas inside quotes and parentheses."""
     items, current, depth, quote = [], [], 0, ""
@@ -184,6 +224,9 @@ def _evaluate(node: Node, data: Mapping[str, Any], org: OrgChart | None, *, argu
         return values
     if org is None:
         return []
+    if function == "members":
+        members_of = getattr(org, "members_of", None)
+        return [name for value in values for name in (members_of(value) if members_of else ())]
     lookup = org.manager_of if function == "manager" else org.department_head
     return _flatten([lookup(value) for value in values])
 
@@ -247,6 +290,7 @@ __all__ = [
     "ExpressionError",
     "OrgChart",
     "check_people_expression",
+    "names_one_person",
     "org_chart",
     "parse_expression",
     "resolve_due",

@@ -70,14 +70,15 @@ class Query(Generic[T]):
     def _ordering(self) -> list[Any]:
         """The order, made total with the primary key (the members and the union must agree)."""
         order = [o.__clause_element__() if hasattr(o, "__clause_element__") else o for o in self._order]
-        keys = [k for k in self._table().primary_key.columns if not any(k is o for o in order)]
+        keys = [k for k in self._table().primary_key.columns if not any(k.compare(o) for o in order)]
         return [*order, *keys]
 
-    def _member(self, branch: Any, columns: Sequence[Column], limit: int | None) -> Select:
+    def _member(self, branch: Any, columns: Sequence[Column], limit: int | None, ordered: bool) -> Select:
         criteria = [c for c in (self._stmt.whereclause, branch) if c is not None]
         member = select(*columns).where(*criteria)
         if limit is not None:  # SQLite wants a member with LIMIT wrapped in a sub-select
-            member = select(*member.order_by(*self._ordering()).limit(limit).subquery().c)
+            member = member.order_by(*self._ordering()) if ordered else member
+            member = select(*member.limit(limit).subquery().c)
         return member
 
     def _union(self, limit: int | None, *, ordered: bool = True) -> Any:
@@ -89,7 +90,7 @@ class Query(Generic[T]):
                 if isinstance(element, Column) and element.table is table and element.name not in names:
                     names.append(element.name)
         columns = [table.c[name] for name in names]
-        members = [self._member(b, columns, limit) for b in self._branches]
+        members = [self._member(b, columns, limit, ordered) for b in self._branches]
         return (union(*members) if len(members) > 1 else members[0]).subquery("any_of")
 
     def _statement(self, limit: int | None, offset: int) -> Select:
@@ -110,11 +111,18 @@ class Query(Generic[T]):
 
     # -- terminal methods ---------------------------------------------------------------------------
 
-    def count(self) -> int:
+    def count(self, cap: int | None = None) -> int:
+        """How many rows match; with ``cap``, at most ``cap + 1`` (an inbox badge shows "1000+"):
+        counting stops there, so a 100,000-row inbox costs what a 1,000-row one does."""
+        limit = None if cap is None else cap + 1
         if self._branches is None or self._narrow:
-            counted = self._plain().order_by(None).subquery()
+            counted = self._plain().order_by(None)
+            counted = (counted.limit(limit) if limit is not None else counted).subquery()
         else:
-            counted = self._union(None, ordered=False)  # UNION: each row once
+            # each member stops after cap + 1 rows: if any reaches it, so does the union
+            counted = self._union(limit, ordered=False)  # UNION: each row once
+            if limit is not None:
+                counted = select(*counted.c).limit(limit).subquery()
         with self._db.unit_of_work(write=False) as uow:
             return uow.session.scalar(select(func.count()).select_from(counted))
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, or_, select
 
 from engine import results
 from engine.bpmn import load_workflow_spec
 from engine.context import EngineContext
+from engine.definition_diff import DefinitionDiff, ProcessSnapshot, diff_bundles, find_process_file, snapshot
 from engine.errors import NotFoundError, ValidationError
+from engine.forms import Form
 from engine.lint import BundleReport, check_bundle
 from engine.models import Deployment, DeploymentFile, ProcessDefinition, ProcessInstance
 from engine.query import Query
@@ -61,6 +63,12 @@ class DefinitionQuery(Query[results.ProcessDefinition]):
             latest, (latest.c.key == ProcessDefinition.key) & (latest.c.v == ProcessDefinition.version)
         )
         return self
+
+    def started_by_hand(self) -> DefinitionQuery:
+        """Processes a person starts: a plain start event only (one started by a timer, message or
+        signal has typed start events, engine/start_events.py)."""
+        events = cast(ProcessDefinition.start_events, String)
+        return self._where(or_(ProcessDefinition.start_events.is_(None), events.in_(("[]", "null"))))
 
     def order_by_key(self) -> DefinitionQuery:
         return self._order_by(ProcessDefinition.key, ProcessDefinition.version.desc())
@@ -198,3 +206,45 @@ class RepositoryService:
                 .group_by(ProcessDefinition.version)
             ).all()
             return {version: count for version, count in rows}
+
+    # -- designer: versions, their files, differences, form previews --------------------------------
+
+    def version(self, key: str, version: int) -> results.ProcessDefinition:
+        """One version of a process. Raises NotFoundError."""
+        found = self.query().key(key).version(version).first()
+        if found is None:
+            raise NotFoundError(f"{key} has no version {version}")
+        return found
+
+    def process_file(self, key: str, version: int) -> tuple[str, bytes]:
+        """``(file name, content)`` of the BPMN file defining a version of a process. Raises NotFoundError."""
+        files = self.files(self.version(key, version).id)
+        name = find_process_file(files, key)
+        if name is None:
+            raise NotFoundError(f"{key} v{version}: no BPMN file defines the process")
+        return name, files[name]
+
+    def snapshot(self, key: str, version: int) -> ProcessSnapshot:
+        """The elements of a version (its human tasks, for the form preview). Raises NotFoundError."""
+        found = snapshot(self.files(self.version(key, version).id), key)
+        if found is None:
+            raise NotFoundError(f"{key} v{version}: no BPMN file defines the process")
+        return found
+
+    def diff(self, key: str, from_version: int, to_version: int) -> DefinitionDiff:
+        """Elements added, removed and changed from one version of a process to another (either order).
+
+        Raises NotFoundError when either version does not exist.
+        """
+        old = self.files(self.version(key, from_version).id)
+        new = self.files(self.version(key, to_version).id)
+        return diff_bundles(key, from_version, old, to_version, new)
+
+    def form(self, definition_id: int, element_id: str) -> Form | None:
+        """The form a human task of a definition shows (None: it takes none), as the inbox renders it.
+
+        Raises NotFoundError (unknown definition, or a form key naming no form) and ValidationError
+        (a form file that is not a JSON Schema).
+        """
+        with self._ctx.db.unit_of_work(write=False) as uow:
+            return self._ctx.forms.get(uow.session, definition_id, element_id)

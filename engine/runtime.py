@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.task import TaskState
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, defer, joinedload
 
-from engine import results
+from engine import modification, results, version_migration
+from engine.connectors import command_scope
 from engine.context import EngineContext
 from engine.db import UnitOfWork
-from engine.errors import ConflictError, NotFoundError
+from engine.errors import ConflictError, NotAllowedError, NotFoundError
 from engine.execution import (
     CANCELLED,
     ERROR,
@@ -32,10 +33,12 @@ from engine.execution import (
     persist,
     retry_failed,
 )
-from engine.models import HumanTask, ProcessDefinition, ProcessInstance, TaskCandidate
+from engine.models import HumanTask, ProcessDefinition, ProcessInstance
 from engine.query import Query
 from engine.serialization import check_variables, data_to_json
-from engine.timers import shift_timers
+from engine.sla_clock import restart_clock, stop_clock
+from engine.task_properties import cc_instances
+from engine.tasks import offered_clause, to_task
 
 
 def to_instance(
@@ -61,12 +64,13 @@ def to_instance(
         version=row.version,
         variables=variables,
         sla_paused_at=row.sla_paused_at,
+        starter_department_id=getattr(row, "starter_department_id", None),
     )
 
 
 class InstanceQuery(Query[results.ProcessInstance]):
     def id(self, instance_id: str) -> InstanceQuery:
-        return self._where(ProcessInstance.id == instance_id)
+        return self._where_key(ProcessInstance.id == instance_id)
 
     def definition_key(self, key: str) -> InstanceQuery:
         return self._where(ProcessInstance.definition_key == key)
@@ -84,32 +88,75 @@ class InstanceQuery(Query[results.ProcessInstance]):
         self, user: str, groups: Iterable[str] = (), *, starters: Iterable[str] = ()
     ) -> InstanceQuery:
         """Instances a user may see: started by them (or by ``starters``: a manager's departments),
-        or with a task they handled or that is offered to them or their groups."""
-        tasks = select(HumanTask.instance_id).where(
-            or_(
-                HumanTask.assignee == user,
-                HumanTask.completed_by == user,
-                HumanTask.claimed_by == user,
-                and_(
-                    HumanTask.assignee.is_(None),
-                    HumanTask.id.in_(
-                        select(TaskCandidate.task_id).where(
-                            or_(
-                                and_(TaskCandidate.kind == "user", TaskCandidate.name == user),
-                                and_(TaskCandidate.kind == "group", TaskCandidate.name.in_(list(groups))),
-                            )
-                        )
-                    ),
-                ),
-            )
-        )
-        return self._where(
-            or_(ProcessInstance.started_by.in_([user, *starters]), ProcessInstance.id.in_(tasks))
+        or with a task they handled or that is offered to them or their groups, or copied on (抄送).
+
+        One UNION member per way of being involved (engine/query.py), each with its index."""
+
+        def having(*criteria: Any) -> Any:
+            return ProcessInstance.id.in_(select(HumanTask.instance_id).where(*criteria))
+
+        return self._any_of(
+            ProcessInstance.started_by.in_([user, *starters]),
+            having(HumanTask.assignee == user),
+            having(HumanTask.claimed_by == user),
+            having(HumanTask.completed_by == user),
+            having(offered_clause(self._db, user, groups)),
+            ProcessInstance.id.in_(cc_instances(user)),  # copied on it (抄送): read-only
         )
 
     def order_by_started(self, descending: bool = True) -> InstanceQuery:
         col = ProcessInstance.started_at
         return self._order_by(col.desc() if descending else col, ProcessInstance.id)
+
+    # -- the managers' instance list (web/manage.py; indexes in migration 0009) --------------------
+
+    def definition_id(self, *definition_ids: int) -> InstanceQuery:
+        """Instances of these definitions (a process at given versions)."""
+        return self._where(ProcessInstance.definition_id.in_(definition_ids))
+
+    def starter_departments(self, department_ids: Iterable[int]) -> InstanceQuery:
+        """Instances whose starter belonged to one of these departments when they started (an
+        empty list matches nothing: a manager of no department)."""
+        return self._where(ProcessInstance.starter_department_id.in_(list(department_ids)))
+
+    def started_between(self, start: datetime | None = None, end: datetime | None = None) -> InstanceQuery:
+        """Started at ``start`` or later and before ``end`` (either may be left open)."""
+        return self._between(ProcessInstance.started_at, start, end)
+
+    def ended_between(self, start: datetime | None = None, end: datetime | None = None) -> InstanceQuery:
+        """Ended (completed or cancelled) at ``start`` or later and before ``end``."""
+        return self._between(ProcessInstance.ended_at, start, end)
+
+    def _between(self, column: Any, start: datetime | None, end: datetime | None) -> InstanceQuery:
+        if start is not None:
+            self._where(column >= start)
+        if end is not None:
+            self._where(column < end)
+        return self
+
+    def at_step(self, element_id: str) -> InstanceQuery:
+        """Instances with an open human task at this element (where they wait now)."""
+        return self._where(
+            ProcessInstance.id.in_(
+                select(HumanTask.instance_id).where(
+                    HumanTask.state == "ready", HumanTask.element_id == element_id
+                )
+            )
+        )
+
+    def sla_breached(self, now: datetime) -> InstanceQuery:
+        """Instances with an open task past its due date at ``now`` (a paused SLA clock is not late)."""
+        return self._where(
+            ProcessInstance.sla_paused_at.is_(None),
+            ProcessInstance.id.in_(
+                select(HumanTask.instance_id).where(HumanTask.state == "ready", HumanTask.due_at <= now)
+            ),
+        )
+
+    def order_by_ended(self) -> InstanceQuery:
+        """Finished instances only, the most recently ended first (an index walk, migration 0009)."""
+        self._where(ProcessInstance.ended_at.is_not(None))
+        return self._order_by(ProcessInstance.ended_at.desc(), ProcessInstance.id)
 
 
 def latest_definition(session: Session, key: str) -> ProcessDefinition:
@@ -149,7 +196,8 @@ def start_instance(
         for task in live.workflow.get_tasks(state=TaskState.READY):
             task.data.update(data)
 
-    failure = advance(live.workflow, seed)
+    with command_scope(session, live.row, actor=started_by, now=now):  # service tasks: same transaction
+        failure = advance(live.workflow, seed)
     ctx.audit(
         session,
         "instance_started",
@@ -165,26 +213,6 @@ def start_instance(
     persist(ctx, session, live, actor=started_by, now=now, failure=failure)
     keep_live(ctx, uow, live)
     return live.row
-
-
-def shift_open_task_dues(session: Session, instance_id: str, delta: timedelta) -> None:
-    """Move the due and warning times of an instance's open tasks (a paused SLA clock)."""
-    rows = session.execute(
-        select(HumanTask.id, HumanTask.due_at, HumanTask.warn_at).where(
-            HumanTask.instance_id == instance_id, HumanTask.state == "ready", HumanTask.due_at.is_not(None)
-        )
-    ).all()
-    for task_id, due_at, warn_at in rows:
-        session.execute(
-            update(HumanTask)
-            .where(HumanTask.id == task_id)
-            .values(
-                due_at=due_at + delta,
-                warn_at=warn_at + delta if warn_at else None,
-                version=HumanTask.version + 1,
-            )
-            .execution_options(synchronize_session=False)
-        )
 
 
 class RuntimeService:
@@ -235,6 +263,46 @@ class RuntimeService:
             self._ctx, instance_id, change, actor=actor, allowed_states=(RUNNING, SUSPENDED, ERROR)
         )
         return self.get(row.id)
+
+    def withdraw(
+        self, instance_id: str, *, actor: str, reason: str | None = None
+    ) -> results.ProcessInstance:
+        """The starter takes a request back while nobody else has acted on it (撤回): the instance ends
+        as cancelled, its open tasks close, the audit trail says ``instance_withdrawn``.
+
+        Raises NotFoundError, NotAllowedError (only the starter may withdraw), ConflictError (someone
+        other than the starter completed a task of it, or it is no longer running).
+        """
+
+        def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
+            if live.row.started_by is None or live.row.started_by != actor:
+                raise NotAllowedError("only the person who started a request may withdraw it")
+            acted = session.execute(
+                select(HumanTask.completed_by)
+                .where(
+                    HumanTask.instance_id == instance_id,
+                    HumanTask.state == "completed",
+                    or_(HumanTask.completed_by.is_(None), HumanTask.completed_by != actor),
+                )
+                .limit(1)
+            ).first()
+            if acted is not None:
+                who = acted.completed_by or "someone"
+                raise ConflictError(f"{who} has already acted on this request: it can no longer be withdrawn")
+            live.workflow.cancel()
+            live.row.state, live.row.ended_at = CANCELLED, now
+            self._ctx.audit(
+                session,
+                "instance_withdrawn",
+                actor=actor,
+                instance_id=instance_id,
+                details={"reason": reason},
+                at=now,
+            )
+            return Mutation()
+
+        mutate_instance(self._ctx, instance_id, change, actor=actor, allowed_states=(RUNNING, ERROR))
+        return self.get(instance_id)
 
     def suspend(self, instance_id: str, *, actor: str | None) -> results.ProcessInstance:
         return self._set_state(
@@ -300,15 +368,7 @@ class RuntimeService:
         def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
             if live.row.sla_paused_at is not None:
                 raise ConflictError("the SLA clock is already paused")
-            live.row.sla_paused_at = now
-            self._ctx.audit(
-                session,
-                "sla_paused",
-                actor=actor,
-                instance_id=instance_id,
-                details={"reason": reason},
-                at=now,
-            )
+            stop_clock(self._ctx, session, live, now, actor=actor, reason=reason)
             return Mutation()
 
         mutate_instance(
@@ -322,21 +382,9 @@ class RuntimeService:
         """Restart the SLA clock: every waiting timer and open task due date moves later by the pause."""
 
         def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
-            paused_at = live.row.sla_paused_at
-            if paused_at is None:
+            if live.row.sla_paused_at is None:
                 raise ConflictError("the SLA clock is not paused")
-            delta = now - paused_at
-            shift_timers(live.workflow, delta)
-            shift_open_task_dues(session, instance_id, delta)
-            live.row.sla_paused_at = None
-            self._ctx.audit(
-                session,
-                "sla_resumed",
-                actor=actor,
-                instance_id=instance_id,
-                details={"reason": reason, "paused_seconds": round(delta.total_seconds(), 3)},
-                at=now,
-            )
+            restart_clock(self._ctx, session, live, now, actor=actor, reason=reason)
             return Mutation()
 
         mutate_instance(
@@ -363,10 +411,73 @@ class RuntimeService:
         if row.engine_state is None:
             return {}
         workflow = open_instance(self._ctx, session, row, for_change=False).workflow
-        last = workflow.last_task or workflow.task_tree
+        # the newest open task's data: a task inside a sub-process never becomes the workflow's last_task
+        waiting = workflow.get_tasks(state=TaskState.READY, manual=True)
+        if waiting:
+            last = max(waiting, key=lambda task: task.last_state_change)
+        else:
+            last = workflow.last_task or workflow.task_tree
         return data_to_json({**workflow.data, **last.data})
 
     def query(self) -> InstanceQuery:
-        return InstanceQuery(
-            self._ctx.db, select(ProcessInstance).options(joinedload(ProcessInstance.definition)), to_instance
+        # a list never needs the engine state (kilobytes per row)
+        stmt = select(ProcessInstance).options(
+            joinedload(ProcessInstance.definition), defer(ProcessInstance.engine_state)
+        )
+        return InstanceQuery(self._ctx.db, stmt, to_instance)
+
+    # -- tracking and intervention (engine/modification.py, engine/version_migration.py) ------------
+
+    def open_tasks(self, instance_ids: Iterable[str]) -> dict[str, list[results.UserTask]]:
+        """The open human tasks of several instances (a list page), oldest first, in one statement."""
+        ids = list(dict.fromkeys(instance_ids))
+        if not ids:
+            return {}
+        now = self._ctx.now()
+        stmt = (
+            select(HumanTask)
+            .options(joinedload(HumanTask.instance).load_only(ProcessInstance.sla_paused_at))
+            .where(HumanTask.instance_id.in_(ids), HumanTask.state == "ready")
+            .order_by(HumanTask.created_at, HumanTask.id)
+        )
+        found: dict[str, list[results.UserTask]] = {}
+        with self._ctx.db.unit_of_work(write=False) as uow:
+            for row in uow.session.scalars(stmt).unique():
+                found.setdefault(row.instance_id, []).append(to_task(row, now))
+        return found
+
+    def path(self, instance_id: str) -> results.InstancePath:
+        """Steps done, active and failed, and the flows taken. Raises NotFoundError."""
+        return modification.instance_path(self._ctx, instance_id)
+
+    def move_targets(self, instance_id: str) -> list[results.StepTarget]:
+        """The steps of its process an instance may be moved to. Raises NotFoundError."""
+        return modification.instance_targets(self._ctx, instance_id)
+
+    def move(
+        self, instance_id: str, to: Iterable[str], *, actor: str | None, reason: str | None = None
+    ) -> results.ProcessInstance:
+        """Cancel where a running (or failed) instance is and activate the steps ``to`` instead; data
+        is kept. Raises NotFoundError, ValidationError (not a step one can move to), ConflictError."""
+        modification.move_instance(self._ctx, instance_id, list(to), actor=actor, reason=reason)
+        return self.get(instance_id)
+
+    def check_migration(
+        self, instance_ids: Iterable[str], *, to_version: int
+    ) -> list[results.MigrationCheck]:
+        """Which instances can move to ``to_version`` of their process, and why the others cannot."""
+        return version_migration.check_instances(self._ctx, instance_ids, to_version=to_version)
+
+    def migrate(self, instance_id: str, *, to_version: int, actor: str | None) -> results.ProcessInstance:
+        """Move an instance to another version of its process. Raises NotFoundError, ConflictError
+        (``details``: why it cannot move; nothing changed)."""
+        version_migration.migrate_instance(self._ctx, instance_id, to_version=to_version, actor=actor)
+        return self.get(instance_id)
+
+    def migrate_all(
+        self, instance_ids: Iterable[str], *, to_version: int, actor: str | None
+    ) -> list[results.MigrationOutcome]:
+        """Migrate each instance in its own transaction; those that cannot move stay, with reasons."""
+        return version_migration.migrate_instances(
+            self._ctx, instance_ids, to_version=to_version, actor=actor
         )

@@ -114,6 +114,7 @@ class JobRunner:
 
     def _add_poll(self, scheduler, interval: float) -> None:
         _quiet_overlapping_polls()
+        self.engine.retention.schedule()  # the daily history-retention job, while a policy is set
         scheduler.add_job(
             self._poll,
             "interval",

@@ -13,10 +13,11 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter
+from SpiffWorkflow.bpmn.serializer.default.workflow import BpmnWorkflowConverter, TaskConverter
 from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.specs.bpmn_process_spec import BpmnProcessSpec
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+from SpiffWorkflow.task import Task
 
 from engine.bpmn import SERIALIZER_CONFIG
 from engine.errors import ValidationError
@@ -45,9 +46,23 @@ class SpecReferenceWorkflowConverter(BpmnWorkflowConverter):
         return workflow
 
 
+class TypedDataTaskConverter(TaskConverter):
+    """SpiffWorkflow 3.2.0 stores a task's data as a delta from its parent's WITHOUT the registry's
+    conversion (restoring it does convert): a Decimal (money) in task data made every save fail
+    with "Decimal is not JSON serializable". Convert both the root's data and the delta here."""
+
+    def to_dict(self, task: Task) -> dict[str, Any]:
+        dct = super().to_dict(task)
+        dct["data"] = self.registry.convert(self.registry.clean(dct["data"]))
+        if dct["delta"]:
+            dct["delta"]["updates"] = self.registry.convert(self.registry.clean(dct["delta"]["updates"]))
+        return dct
+
+
 def _registry():
     config = dict(SERIALIZER_CONFIG)
     config[BpmnWorkflow] = SpecReferenceWorkflowConverter
+    config[Task] = TypedDataTaskConverter
     registry = BpmnWorkflowSerializer.configure(config)
     # Task data from forms may carry Decimal (money): keep it exact.
     registry.register(Decimal, lambda v: {"value": str(v)}, lambda v: Decimal(v["value"]))

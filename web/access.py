@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flask import g
 
-from engine.errors import NotAllowedError, NotFoundError
+from engine.errors import ConflictError, NotAllowedError, NotFoundError
 from engine.results import ProcessInstance, UserTask
 from engine.runtime import InstanceQuery
 from engine.tasks import TaskQuery
@@ -57,7 +57,10 @@ def instance_query(principal: Principal) -> InstanceQuery:
 
 def visible_task(principal: Principal, task_id: str) -> UserTask:
     task = engine().tasks.get(task_id)  # NotFoundError for unknown ids
-    if principal.is_admin or task_query(principal).id(task_id).count():
+    me = principal.username
+    if principal.is_admin or me in (task.assignee, task.claimed_by, task.completed_by):
+        return task  # the common cases, decided on the row already read
+    if was_offered(principal, task) or task_query(principal).id(task_id).count():
         return task
     raise NotFoundError(f"task {task_id} not found")
 
@@ -65,14 +68,26 @@ def visible_task(principal: Principal, task_id: str) -> UserTask:
 def actionable_task(principal: Principal, task_id: str) -> UserTask:
     """A task the principal may claim, complete or hand over (403 if visible but not theirs)."""
     task = visible_task(principal, task_id)
+    if task.state != "ready":
+        raise ConflictError("this task is no longer open: someone handled it first")
     if principal.is_admin or may_act(principal, task):
         return task
     raise NotAllowedError("this task is not assigned or offered to you")
 
 
+def was_offered(principal: Principal, task: UserTask) -> bool:
+    """Offered to the principal or one of their groups while nobody holds it, or once it closed: a
+    colleague who opens a task someone of the group already completed learns so (409), not 404."""
+    return (task.assignee is None or task.state != "ready") and _offered(principal, task)
+
+
 def may_act(principal: Principal, task: UserTask) -> bool:
     if task.assignee is not None:
         return task.assignee == principal.username
+    return _offered(principal, task)
+
+
+def _offered(principal: Principal, task: UserTask) -> bool:
     return principal.username in task.candidate_users or bool(
         set(principal.groups) & set(task.candidate_groups)
     )

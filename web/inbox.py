@@ -31,6 +31,7 @@ from engine.errors import (
     ValidationError,
 )
 from engine.forms import Form, errors_from_problems, form_values, summary_of
+from engine.query import Query
 from engine.repository import file_kind
 from engine.results import AuditEvent, ProcessInstance, UserTask
 from engine.tasks import Upload
@@ -39,6 +40,7 @@ from web.security import Principal, current_principal, engine, login_required
 
 bp = Blueprint("inbox", __name__)
 PAGE_SIZE = 25
+COUNT_CAP = 999  # badges say "999+" beyond (see _paginate)
 MAX_BULK = 100  # tasks one bulk approval may complete
 APPROVE = "approve"
 SCOPES = ("", "mine", "group")  # "": assigned to me or offered to me / my groups (unclaimed)
@@ -73,6 +75,15 @@ def _actions() -> dict[str, str]:
         "sla_paused": _("paused the time limit"),
         "sla_resumed": _("resumed the time limit"),
         "incident": _("An incident was recorded"),
+        "instance_withdrawn": _("withdrew the request"),
+        "instance_cc": _("copied people on the request"),
+        "instance_moved": _("moved the process to another step"),
+        "instance_migrated": _("moved the process to a new version"),
+        "instance_archived": _("The process's engine state was archived"),
+        "record_created": _("created a record"),
+        "record_updated": _("changed a record"),
+        "contract_status_changed": _("changed the contract's status"),
+        "payment_status_changed": _("changed the payment's status"),
     }
 
 
@@ -195,8 +206,20 @@ def _page_index() -> int:
         return 0
 
 
-def _pages(page: int, total: int) -> dict[str, int]:
-    return {"number": page + 1, "count": max((total - 1) // PAGE_SIZE, 0) + 1}
+def _paginate(query: Query, page: int) -> tuple[list[Any], str, dict[str, Any]]:
+    """One page of ``query``, its badge (the total, "999+" past ``COUNT_CAP``: counting a 100,000-task
+    inbox on every page would cost more than the page) and the pager: ``count`` is None when the
+    total is capped, ``has_next`` comes from reading one row past the page."""
+    rows = query.list(limit=PAGE_SIZE + 1, offset=page * PAGE_SIZE)
+    items, has_next = rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
+    total = query.count(cap=COUNT_CAP)
+    capped = total > COUNT_CAP
+    pages = {
+        "number": page + 1,
+        "count": None if capped else max((total - 1) // PAGE_SIZE, 0) + 1,
+        "has_next": has_next,
+    }
+    return items, (f"{COUNT_CAP}+" if capped else str(total)), pages
 
 
 # --------------------------------------------------------------------------------------------------
@@ -361,9 +384,7 @@ def todo():
     eng = engine()
     flt = InboxFilter.from_args(request.args)
     query = _todo_query(principal, flt)
-    total = query.count()
-    page = _page_index()
-    tasks = query.page(page, PAGE_SIZE)
+    tasks, total, pages = _paginate(query, _page_index())
     instances = _instances(t.instance_id for t in tasks)
     bulk_ids = {
         t.id
@@ -376,7 +397,7 @@ def todo():
         "inbox/todo.html",
         tasks=tasks,
         total=total,
-        pages=_pages(page, total),
+        pages=pages,
         page_url=lambda n: _todo_url([*flt.pairs(), ("page", str(n))]),
         scope_url=lambda scope: _todo_url([*(p for p in flt.pairs() if p[0] != "scope"), ("scope", scope)]),
         flt=flt,
@@ -395,20 +416,45 @@ def todo():
 def done():
     principal = current_principal()
     query = engine().tasks.query().state("completed").completed_by(principal.username).order_by_completed()
-    total = query.count()
-    page = _page_index()
-    tasks = query.page(page, PAGE_SIZE)
+    tasks, total, pages = _paginate(query, _page_index())
     instances = _instances(t.instance_id for t in tasks)
     return render_template(
         "inbox/done.html",
         tasks=tasks,
         total=total,
-        pages=_pages(page, total),
+        pages=pages,
         page_url=lambda n: url_for("inbox.done", page=n),
         processes=_process_names(),
         instances=instances,
         people=_people(i.started_by for i in instances.values()),
     )
+
+
+@bp.get("/start")
+@login_required
+def new_request():
+    """发起: the processes a person starts by hand, newest version of each."""
+    definitions = engine().repository.query().latest_only().started_by_hand().order_by_key().list()
+    return render_template("inbox/start.html", definitions=definitions)
+
+
+@bp.post("/start/<key>")
+@login_required
+def start_request(key: str):
+    """Start the latest version and open the starter's first step (usually the request form)."""
+    principal = current_principal()
+    eng = engine()
+    if eng.repository.query().key(key).latest_only().started_by_hand().first() is None:
+        raise NotFoundError(f"no process {key!r} to start by hand")
+    instance = eng.runtime.start(
+        key, started_by=principal.username, variables={"initiator": principal.username}
+    )
+    mine = eng.tasks.query().instance(instance.id).open().order_by_created().list()
+    first = next((t for t in mine if principal.is_admin or may_act(principal, t)), None)
+    if first is not None:
+        return redirect(url_for("inbox.task", task_id=first.id))
+    flash(_("Started. Nothing is waiting for you: follow it here."))
+    return redirect(url_for("inbox.started"))
 
 
 @bp.get("/inbox/started")
@@ -417,9 +463,7 @@ def started():
     principal = current_principal()
     eng = engine()
     query = instance_query(principal).started_by(principal.username).order_by_started()
-    total = query.count()
-    page = _page_index()
-    instances = query.page(page, PAGE_SIZE)
+    instances, total, pages = _paginate(query, _page_index())
     on_page = {i.id for i in instances}
     waiting: dict[str, list[UserTask]] = defaultdict(list)  # where each instance is now
     for t in eng.tasks.query().open().started_by(principal.username).order_by_created().list():
@@ -436,7 +480,7 @@ def started():
         "inbox/started.html",
         instances=instances,
         total=total,
-        pages=_pages(page, total),
+        pages=pages,
         page_url=lambda n: url_for("inbox.started", page=n),
         processes=_process_names(),
         waiting=waiting,
@@ -544,9 +588,13 @@ def process_diagram(definition_id: int, key: str) -> Diagram:
     return Diagram()
 
 
-def _steps(diagram: Diagram, instance_tasks: list[UserTask], task: UserTask) -> list[Step]:
+def _steps(
+    diagram: Diagram, instance_tasks: list[UserTask], task: UserTask, ran: Iterable[str] = ()
+) -> list[Step]:
+    """The process's steps in order, each done, current or to do; ``ran``: elements the engine
+    completed (script and service steps leave no human task behind)."""
     current = {t.element_id for t in instance_tasks if t.state == "ready"}
-    done = {t.element_id for t in instance_tasks if t.state == "completed"}
+    done = {t.element_id for t in instance_tasks if t.state == "completed"} | set(ran)
     steps = []
     for element_id, kind in diagram.order:
         if kind not in _ACTIVITIES and kind not in ("startEvent", "endEvent"):
@@ -684,7 +732,7 @@ def _task_page(
         )
         data = (event.details or {}).get("data") if event is not None else None
         submitted = form_values(form, data=data) if isinstance(data, dict) else None
-    steps = _steps(diagram, instance_tasks, task)
+    steps = _steps(diagram, instance_tasks, task, eng.runtime.path(task.instance_id).completed)
     comments = eng.tasks.comments(task.instance_id)
     people = _people(
         [

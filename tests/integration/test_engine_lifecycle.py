@@ -215,3 +215,19 @@ class TestFormValidation:
             from_json=False,
         )
         assert engine.runtime.variables(instance.id)["amount"] == 1234.5
+
+    def test_money_stays_an_exact_decimal_through_later_steps(self, engine):
+        """A money field is a Decimal in task data: it must survive being saved under a child task
+        (SpiffWorkflow 3.2.0 stores a task's data as an unconverted delta: engine/serialization.py)."""
+        money = b'{"type": "object", "properties": {"amount": {"type": "number", "x-widget": "money"}}}'
+        bpmn = b.linear("money", ["user:pay", "user:check", "user:archive"]).replace(
+            b'id="pay" name="pay"', b'id="pay" name="pay" camunda:formKey="money.json"'
+        )
+        engine.repository.deploy({"money.bpmn": bpmn, "money.json": money}, deployed_by="designer")
+        instance = engine.runtime.start("money", started_by="li")
+        for data in ({"amount": "0.10"}, {}, {}):
+            task = engine.tasks.query().instance(instance.id).open().first()
+            engine.tasks.complete(task.id, actor="li", data=data)
+        assert engine.runtime.get(instance.id).state == "completed"
+        history = [e for e in engine.history.for_instance(instance.id) if e.action == "task_completed"]
+        assert history[0].details["data"] == {"amount": "0.10"}

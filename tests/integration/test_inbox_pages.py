@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import engine.tasks
 import web.inbox
 from engine.errors import NotFoundError
+from tests import bpmn_builders as b
 from tests.conftest import ROOT, process_bundle
 
 PASSWORD = "s3cret-pass"
@@ -309,6 +311,27 @@ def test_filters_sort_and_paging(eng, login, monkeypatch):
     page = wang.html("/inbox?sort=created")
     assert "Page 1 of 2" in page and "sort=created&amp;page=2" in page
 
+    # past the badge's cap the inbox stops counting: "2+", and pages go on by "Next" alone
+    monkeypatch.setattr(web.inbox, "COUNT_CAP", 2)
+    page = wang.html("/inbox?sort=created")
+    assert '<span class="badge">2+</span>' in page and "Page 1</span>" in page and 'rel="next"' in page
+    last = wang.html("/inbox?sort=created&page=2")
+    assert "Page 2</span>" in last and 'rel="next"' not in last and 'rel="prev"' in last
+    visible = eng.tasks.query().visible_to("wang", ("managers",)).open()
+    assert [visible.count(cap=n) for n in (None, 1, 2, 3, 10)] == [3, 2, 3, 3, 3]
+
+    # "offered to my groups" as an id list (few open offers) and as EXISTS (many): same answers
+    def pool() -> list[str]:
+        query = eng.tasks.query().group_pool("wang", ("managers",)).open().order_by_created()
+        return [t.id for t in query.list()]
+
+    few = pool()
+    monkeypatch.setattr(engine.tasks, "FEW_OFFERS", 0)
+    assert pool() == few and len(few) == 3
+    assert {i.id for i in eng.runtime.query().involving("wang", ("managers",)).list()} == {
+        t.instance_id for t in (claim, zhangs, urgent)
+    }
+
 
 @dataclass(frozen=True)
 class Saved:
@@ -410,7 +433,11 @@ def test_every_string_has_a_chinese_translation():
     po_path = Path(ROOT, "web", "translations", "zh_Hans_CN", "LC_MESSAGES", "messages.po")
     with po_path.open("rb") as f:
         catalog = read_po(f)
-    translated = {m.id: m.string for m in catalog if m.id}
+    translated = {}  # a plural entry is keyed by its singular, translated when every form is
+    for m in catalog:
+        if m.id:
+            key = m.id[0] if isinstance(m.id, tuple) else m.id
+            translated[key] = all(m.string) if isinstance(m.string, tuple) else m.string
     missing = sorted(m for m in found if not translated.get(m))
     assert not missing, f"run pybabel extract/update and translate: {missing}"
     fuzzy = sorted(m.id for m in catalog if m.id and m.fuzzy)
@@ -453,3 +480,20 @@ def _admin_login(client, username: str) -> str:
     client.post("/login", data={"username": username, "password": "password-1", "csrf_token": token})
     page = client.get("/inbox").get_data(as_text=True)  # logging in starts a new session: a new token
     return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def test_new_request_starts_a_process_and_opens_the_first_step(eng, login):
+    eng.repository.deploy(
+        {"daily.bpmn": b.timer_start("daily", '"R/2026-01-01T09:00:00+08:00/P1D"')}, deployed_by="designer"
+    )
+    li = login("li")
+    page = li.html("/start")
+    assert "expense_approval" in page and "daily" not in page  # a timer starts that one, not people
+    started = li.post("/start/expense_approval")
+    assert started.status_code == 302 and "/tasks/" in started.headers["Location"]
+    task = eng.tasks.get(started.headers["Location"].rsplit("/", 1)[-1])
+    instance = eng.runtime.get(task.instance_id)
+    assert instance.started_by == "li" and task.assignee == "li"  # the claim form, hers to fill in
+    assert eng.runtime.variables(instance.id)["initiator"] == "li"
+    assert li.post("/start/daily").status_code == 404
+    assert li.post("/start/nope").status_code == 404
