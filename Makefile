@@ -21,16 +21,21 @@ $(STAMP): $(BIN)/python pyproject.toml
 web/translations/%/LC_MESSAGES/messages.mo: web/translations/%/LC_MESSAGES/messages.po | $(STAMP)
 	$(BIN)/pybabel -q compile -d web/translations -l $*
 
-# The process diagram viewer (bpmn-js) for the task page: optional, the page lists the steps without it.
+# bpmn-js (optional): the diagram viewer for the task and designer pages, the designer's modeler with
+# its icon font, and the Camunda moddle descriptor (camunda:formKey, assignee... typed in the modeler).
+# Without them task pages list the process steps and the designer offers upload instead of drawing.
 $(VENDOR)/bpmn-navigated-viewer.production.min.js: package.json
 	@if ! command -v npm >/dev/null 2>&1; then \
-	  echo "note: npm not found: task pages list the process steps instead of drawing the diagram"; \
+	  echo "note: npm not found: no diagrams (task pages list the steps) and no modeler (upload BPMN instead)"; \
 	elif npm install --no-audit --no-fund --loglevel=error && mkdir -p $(VENDOR) && \
 	     cp node_modules/bpmn-js/dist/bpmn-navigated-viewer.production.min.js \
-	        node_modules/bpmn-js/dist/assets/diagram-js.css node_modules/bpmn-js/dist/assets/bpmn-js.css $(VENDOR)/; then \
-	  echo "bpmn-js viewer copied to $(VENDOR)/"; \
+	        node_modules/bpmn-js/dist/bpmn-modeler.production.min.js \
+	        node_modules/bpmn-js/dist/assets/diagram-js.css node_modules/bpmn-js/dist/assets/bpmn-js.css $(VENDOR)/ && \
+	     rm -rf $(VENDOR)/bpmn-font && cp -R node_modules/bpmn-js/dist/assets/bpmn-font $(VENDOR)/ && \
+	     cp node_modules/camunda-bpmn-moddle/resources/camunda.json $(VENDOR)/camunda-moddle.json; then \
+	  touch $@; echo "bpmn-js viewer and modeler copied to $(VENDOR)/"; \
 	else \
-	  echo "note: npm install failed: task pages list the process steps instead of drawing the diagram"; \
+	  echo "note: npm install failed: no diagrams (task pages list the steps) and no modeler (upload BPMN instead)"; \
 	fi
 
 install: $(STAMP) $(CATALOGS:.po=.mo) $(VENDOR)/bpmn-navigated-viewer.production.min.js

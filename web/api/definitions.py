@@ -1,6 +1,10 @@
-"""/api/v1/process-definitions: list, read, deploy (multipart bundle), download files."""
+"""/api/v1/process-definitions: list, read, deploy (multipart bundle), download files; for designers the
+process XML of a version and the difference between two versions."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
+from urllib.parse import quote
 
 from flask import Blueprint, Response, request
 
@@ -67,4 +71,39 @@ def download(key: str, version: int, filename: str):
         files[filename],
         mimetype=mimetype,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _version_param(name: str) -> int:
+    raw = (request.args.get(name) or "").strip()
+    if not raw.isdigit():
+        raise ValidationError(f"query parameter {name!r} must be a version number")
+    return int(raw)
+
+
+@bp.get("/<key>/diff")
+@roles_required("designer")
+def diff(key: str):
+    """Elements added, removed and changed between ``?from=`` and ``?to=`` versions (404: unknown version)."""
+    result = engine().repository.diff(key, _version_param("from"), _version_param("to"))
+    body = asdict(result)
+    for element in (*body["added"], *body["removed"]):
+        element["properties"] = dict(element["properties"])
+    body["empty"] = result.empty
+    return body
+
+
+@bp.get("/<key>/versions/<int:version>/xml")
+@roles_required("designer")
+def process_xml(key: str, version: int):
+    """The BPMN file that defines a version of the process, as deployed."""
+    filename, content = engine().repository.process_file(key, version)
+    return Response(
+        content,
+        mimetype="application/xml",
+        headers={
+            "Content-Disposition": f"inline; filename*=UTF-8''{quote(filename)}",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "X-Content-Type-Options": "nosniff",
+        },
     )

@@ -1,0 +1,207 @@
+"""The process designer in real headless Chromium: a designer uploads a bundle whose reminder timer is an
+unquoted ``PT2H``, sees the timer marked on the diagram, opens the file in the modeler, saves once
+(refused, the element marked again), fixes the expression in the side panel and saves through the
+page's button: version 2 is deployed. The list and upload pages fit a 375 px phone screen.
+Screenshots: test-artifacts/screenshots/designer-*.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import process_bundle
+from tests.integration.test_designer import BPMN, KEY, reminder_bundle
+
+PASSWORD = "s3cret-pass"
+PHONE = {"width": 375, "height": 812}
+DESKTOP = {"width": 1280, "height": 900}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def designer(live_server):
+    eng = live_server.engine
+    eng.identity.create_user("sun", PASSWORD, role="designer", display_name="孙设计")
+    eng.repository.deploy(process_bundle(KEY), deployed_by="sun")
+    return eng
+
+
+@pytest.fixture
+def modeler_files(live_server):
+    static = Path(live_server.app.static_folder, "vendor")
+    missing = [n for n in ("bpmn-modeler.production.min.js", "bpmn-navigated-viewer.production.min.js",
+                           "camunda-moddle.json") if not (static / n).is_file()]
+    if missing:
+        pytest.skip(f"bpmn-js is not vendored (run make install with npm): {missing}")
+
+
+class Tab:
+    """One browser tab of a logged-in designer, with the JavaScript errors it met."""
+
+    def __init__(self, browser, base: str, shots: Path, viewport) -> None:
+        self.base, self.shots, self.viewport = base, shots, viewport
+        self.context = browser.new_context(viewport=viewport, locale="zh-CN")
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(f"{self.page.url}: {exc}"))
+        self.page.on(
+            "console",
+            lambda msg: (
+                self.errors.append(msg.text)
+                if msg.type == "error" and "Failed to load resource" not in msg.text
+                else None
+            ),
+        )
+
+    def goto(self, path: str) -> None:
+        self.page.goto(self.base + path)
+
+    def log_in(self, username: str) -> None:
+        self.goto("/login")
+        self.page.fill("#username", username)
+        self.page.fill("#password", PASSWORD)
+        self.page.click("form.stack button[type=submit]")
+        self.page.wait_for_url(self.base + "/inbox")
+
+    def check(self, name: str, *, fits: bool = True) -> None:
+        """Screenshot the page; unless told otherwise make sure nothing is wider than the screen."""
+        self.page.screenshot(path=str(self.shots / f"designer-{name}.png"), full_page=True)
+        if fits:
+            width = self.page.evaluate("document.documentElement.scrollWidth")
+            screen = self.viewport["width"]
+            assert width <= screen, f"{name}: {width}px wide on a {screen}px screen"
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.errors, self.errors
+
+
+def test_upload_error_marked_then_fixed_in_the_modeler(
+    browser, live_server, designer, modeler_files, screenshots, tmp_path
+):
+    faulty = tmp_path / "upload"
+    faulty.mkdir()
+    for name, content in reminder_bundle("PT2H").items():
+        (faulty / name).write_bytes(content)
+
+    phone = Tab(browser, live_server.url, screenshots, PHONE)
+    page = phone.page
+    phone.log_in("sun")
+    page.click("nav a[href='/designer']")
+    page.wait_for_url(f"{live_server.url}/designer")
+    assert page.locator("h1").inner_text() == "流程设计"
+    assert page.locator(".version-row").count() == 1
+    phone.check("01-list-phone")
+
+    page.click("a[href='/designer/upload']")
+    page.set_input_files("#files", sorted(str(f) for f in faulty.iterdir()))
+    page.click("button[name=action][value=deploy]")
+    page.locator(".designer-diagram.diagram-ready").wait_for()
+    assert "TimerEventDefinition_remind" in page.locator(".report").inner_text()
+    marked = page.locator('.designer-diagram [data-element-id="remind"].designer-error')
+    assert marked.count() == 1
+    phone.check("02-upload-error-phone")
+    assert designer.repository.latest(KEY).version == 1
+    phone.close()
+
+    desk = Tab(browser, live_server.url, screenshots, DESKTOP)
+    page = desk.page
+    desk.log_in("sun")
+    desk.goto("/designer/upload")
+    page.set_input_files("#files", sorted(str(f) for f in faulty.iterdir()))
+    page.click("button[name=action][value=deploy]")
+    page.locator(".designer-diagram.diagram-ready").wait_for()
+    desk.check("03-upload-error-desktop")
+
+    page.click("form.open-modeler button[type=submit]")
+    page.locator("#modeler.modeler-ready").wait_for()
+    canvas_mark = page.locator('#modeler-canvas [data-element-id="remind"].designer-error')
+    assert canvas_mark.count() == 1  # the problems of the opened file are marked straight away
+    desk.check("04-modeler-opened")
+
+    # Saving unchanged is refused and marks the element again.
+    page.click("#modeler-save")
+    page.locator("#modeler-status.error").wait_for()
+    assert canvas_mark.count() == 1
+    assert "TimerEventDefinition_remind" in page.locator("#modeler-problems").inner_text()
+
+    # Pick the timer from the problem list; fix its expression in the side panel.
+    page.locator("#modeler-problems button").first.click()
+    assert page.locator("#mp-timerKind").input_value() == "timeDuration"
+    assert page.locator("#mp-timerExpression").input_value() == "PT2H"
+    page.fill("#mp-timerExpression", '"PT2H"')
+    page.press("#mp-timerExpression", "Enter")
+    page.locator("#mp-name").fill("提醒主管 Remind the manager")
+    page.locator("#mp-name").press("Tab")
+    desk.check("05-modeler-fixed")
+
+    page.click("#modeler-save")
+    page.locator("#modeler-status.ok").wait_for()
+    assert "第 2 版" in page.locator("#modeler-status").inner_text()
+    assert canvas_mark.count() == 0
+    desk.check("06-modeler-deployed")
+
+    latest = designer.repository.latest(KEY)
+    assert (latest.version, latest.deployed_by) == (2, "sun")
+    name, content = designer.repository.process_file(KEY, 2)
+    assert name == BPMN and b'"PT2H"' in content and "提醒主管 Remind the manager".encode() in content
+    assert set(designer.repository.files(latest.id)) == set(reminder_bundle("PT2H"))
+    assert designer.repository.diff(KEY, 1, 2).files == ()  # forms carried through the pages unchanged
+
+    page.click("a.modeler-version-link")
+    page.wait_for_url(f"{live_server.url}/designer/processes/{KEY}/versions/2")
+    page.locator(".designer-diagram.diagram-ready").wait_for()
+    page.click(".compare-form button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/designer/processes/{KEY}/diff?from=1&to=2")
+    assert "提醒主管 Remind the manager" in page.locator(".diff-added").inner_text()
+    desk.check("07-diff")
+    desk.close()
+
+
+def test_side_panel_edits_a_user_task_and_the_process_key(
+    browser, live_server, designer, modeler_files, screenshots
+):
+    desk = Tab(browser, live_server.url, screenshots, DESKTOP)
+    page = desk.page
+    desk.log_in("sun")
+    desk.goto(f"/designer/processes/{KEY}/versions/1/modeler")
+    page.locator("#modeler.modeler-ready").wait_for()
+    page.click('#modeler-canvas [data-element-id="manager_approval"]')
+    assert page.locator("#mp-formKey").input_value() == "approval_decision.json"
+    assert page.locator("#mp-candidateGroups").input_value() == "managers"
+    page.fill("#mp-candidateGroups", "managers,gm")
+    page.press("#mp-candidateGroups", "Enter")
+    page.fill("#mp-dueDate", "P1D")
+    page.press("#mp-dueDate", "Enter")
+    desk.check("08-modeler-user-task")
+    page.click("#modeler-save")
+    page.locator("#modeler-status.ok").wait_for()
+    diff = designer.repository.diff(KEY, 1, 2)
+    [change] = diff.changed
+    assert {c.field: (c.before, c.after) for c in change.changes} == {
+        "candidate_groups": ("managers", "managers, gm"),
+        "due_date": ("P2D", "P1D"),
+    }
+    desk.close()
+
+    phone = Tab(browser, live_server.url, screenshots, PHONE)
+    phone.log_in("sun")
+    phone.goto(f"/designer/processes/{KEY}/versions/2")
+    phone.page.locator(".designer-diagram.diagram-ready").wait_for()
+    phone.check("10-version-phone")
+    phone.goto(f"/designer/processes/{KEY}/diff?from=1&to=2")
+    assert "managers, gm" in phone.page.locator(".diff-changed").inner_text()
+    phone.check("11-diff-phone")
+    phone.goto(f"/designer/processes/{KEY}/versions/2/forms/submit")
+    assert phone.page.locator(".baton-form button[type=submit]").is_disabled()
+    assert phone.page.locator("#f-amount").is_visible()
+    phone.check("12-form-preview-phone")
+    phone.goto("/designer/modeler")
+    phone.page.locator("#modeler.modeler-ready").wait_for()
+    phone.page.fill("#mp-processKey", "1 bad key")
+    phone.page.press("#mp-processKey", "Enter")
+    assert phone.page.locator("#mp-processKey-error").is_visible()
+    phone.check("09-modeler-new-phone")
+    phone.close()
