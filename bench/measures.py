@@ -1,0 +1,313 @@
+"""Benchmark: the measures dashboard of one process with 100,000 instances on PostgreSQL.
+
+Loads (COPY) ``--instances`` instances of the shipped expense approval, started over the last 365
+days by 1,000 people (50 of them in the department ``bench_manager`` manages), with their human
+tasks as the engine writes them: submit, manager approval (due in 2 days), finance review (due in
+3 days) for the 80 % approved; the last two weeks' instances mostly still open, the rest completed
+(8 % cancelled), about 12 % of the due tasks late. Every instance row carries a real serialized
+engine state (as before retention), so the table has its real width.
+
+Then it times, interleaved in rounds: ``engine.measures.figures`` (every figure of the process: the
+engine alone) and GET /measures/expense_approval (the whole dashboard page: figures, charts, page)
+and GET /api/v1/measures/expense_approval through Flask's test client, each for the default range
+(the last 30 days) and for the whole year, as an administrator (every instance) and as the manager
+(their department's 5 %), and prints p50 / p95 / p99 against the 300 ms target, compared with the
+previous run (bench/results/measures.json, rewritten unless ``--no-save``).
+
+    python -m bench.measures [--instances 100000] [--requests 60] [--reuse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bench.inbox import percentiles
+
+ROOT = Path(__file__).resolve().parents[1]
+PROCESS = ROOT / "processes" / "expense_approval"
+RESULTS = Path(__file__).resolve().parent / "results" / "measures.json"
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DATABASE = "baton_measures_bench"
+KEY = "expense_approval"
+ADMIN, MANAGER, PASSWORD = "bench_admin", "bench_manager", "bench-pass-1"
+TARGET_P95_MS = 300.0
+TIME_ZONE = "Asia/Shanghai"
+INSTANCE_COLUMNS = (
+    "id", "definition_id", "definition_key", "business_key", "state", "started_by", "started_at",
+    "updated_at", "ended_at", "engine_state", "serializer_version", "next_timer_due", "error_element",
+    "error_message", "sla_paused_at", "version",
+)  # fmt: skip
+TASK_COLUMNS = (
+    "id", "instance_id", "definition_key", "element_id", "name", "lane", "assignee", "due_at", "warn_at",
+    "priority", "form_key", "state", "created_at", "claimed_by", "claimed_at", "completed_by",
+    "completed_at", "version",
+)  # fmt: skip
+STEPS = (  # element, name, lane, due after, form
+    ("submit", "填写报销单 Fill in the claim", "employee", None, "expense_claim.json"),
+    (
+        "manager_approval",
+        "主管审批 Manager approval",
+        "managers",
+        timedelta(days=2),
+        "approval_decision.json",
+    ),
+    ("finance_review", "财务复核 Finance review", "finance", timedelta(days=3), "approval_decision.json"),
+)
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _fresh_database(admin_url: str, reuse: bool) -> tuple[str, bool]:
+    url = make_url(admin_url).set(database=DATABASE).render_as_string(hide_password=False)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": DATABASE})
+        if exists and reuse:
+            admin.dispose()
+            return url, False
+        conn.execute(text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {DATABASE}"))
+    admin.dispose()
+    return url, True
+
+
+def _instance(rng: random.Random, now: datetime):
+    """One instance's (state, started, ended, [task rows without ids]) as the engine would leave it."""
+    started = now - timedelta(seconds=rng.uniform(0, 365 * 86400))
+    recent = now - started < timedelta(days=14)
+    approved = rng.random() < 0.8
+    steps = STEPS if approved else STEPS[:2]
+    tasks, at, state = [], started, "completed"
+    for index, (element, name, lane, due_after, form) in enumerate(steps):
+        due = at + due_after if due_after else None
+        wait = timedelta(hours=rng.expovariate(1 / (2 if index == 0 else 20)))
+        if due is not None and rng.random() < 0.12:  # late
+            wait = (due - at) + timedelta(hours=rng.uniform(1, 48))
+        done = at + wait
+        open_now = done > now or (recent and rng.random() < 0.3)
+        cancel = not open_now and index > 0 and rng.random() < 0.04
+        task = {"element": element, "name": name, "lane": lane, "due": due, "form": form, "created": at}
+        if open_now:
+            tasks.append({**task, "state": "ready", "done": None, "by": None})
+            return "running", started, None, tasks
+        if cancel:
+            tasks.append({**task, "state": "cancelled", "done": done, "by": None})
+            return "cancelled", started, done, tasks
+        tasks.append({**task, "state": "completed", "done": done, "by": f"user{rng.randrange(1000)}"})
+        at = done
+    return state, started, at, tasks
+
+
+def load(url: str, count: int) -> None:
+    """Migrate, deploy, create the users and departments, take a real engine state, COPY the rest."""
+    from engine.context import EngineConfig
+    from engine.facade import Engine
+    from engine.migrate import upgrade
+
+    engine = Engine.from_url(url, EngineConfig())
+    upgrade(engine.db.engine)
+    bundle = {f.name: f.read_bytes() for f in PROCESS.iterdir() if f.is_file()}
+    engine.repository.deploy(bundle, deployed_by="bench")
+    identity = engine.identity
+    identity.create_user(ADMIN, PASSWORD, role="admin", locale="en")
+    identity.create_user(MANAGER, PASSWORD, role="manager", department="Bench Sales", create_missing=True)
+    identity.set_department_manager("Bench Sales", MANAGER)
+    for n in range(50):
+        identity.create_user(f"user{n}", PASSWORD, role="employee", department="Bench Sales")
+    sample = engine.runtime.start(KEY, started_by="user0", variables={"initiator": "user0"})
+    rng, now = random.Random(20261130), datetime.now(UTC)
+    began = time.perf_counter()
+    raw = engine.db.engine.raw_connection()
+    try:
+        pg = raw.driver_connection
+        with pg.cursor() as cur:
+            state_json, definition_id = cur.execute(
+                "SELECT engine_state, definition_id FROM process_instance WHERE id = %s", (sample.id,)
+            ).fetchone()
+            cur.execute("DELETE FROM process_instance WHERE id = %s", (sample.id,))
+            tasks = 0
+            rows = [(_uuid(rng), *_instance(rng, now)) for _ in range(count)]
+            with cur.copy(f"COPY process_instance ({', '.join(INSTANCE_COLUMNS)}) FROM STDIN") as instances:
+                for i, (instance_id, state, started, ended, _) in enumerate(rows):
+                    instances.write_row(
+                        (
+                            instance_id, definition_id, KEY, f"EXP-{i}", state, f"user{rng.randrange(1000)}",
+                            started, ended or started, ended, state_json, "bench", None, None, None, None, 1,
+                        )
+                    )  # fmt: skip
+            with cur.copy(f"COPY human_task ({', '.join(TASK_COLUMNS)}) FROM STDIN") as task_copy:
+                for instance_id, _, _, _, found in rows:
+                    for t in found:
+                        warn = t["created"] + (t["due"] - t["created"]) * 0.8 if t["due"] else None
+                        task_copy.write_row(
+                            (
+                                _uuid(rng), instance_id, KEY, t["element"], t["name"], t["lane"], t["by"],
+                                t["due"], warn, 50, t["form"], t["state"], t["created"], None, None, t["by"],
+                                t["done"], 1,
+                            )
+                        )  # fmt: skip
+                        tasks += 1
+        pg.commit()
+        pg.autocommit = True
+        with pg.cursor() as cur:
+            cur.execute("VACUUM ANALYZE process_instance")
+            cur.execute("VACUUM ANALYZE human_task")
+    finally:
+        raw.close()
+    engine.close()
+    seconds = time.perf_counter() - began
+    print(f"loaded {count:,} instances and {tasks:,} tasks in {seconds:.0f} s")
+
+
+def _cases(today: date) -> list[tuple[str, str, dict[str, str]]]:
+    """(name, who, query) of each timed dashboard."""
+    year = {"from": (today - timedelta(days=364)).isoformat(), "to": today.isoformat()}
+    return [
+        ("admin, last 30 days", ADMIN, {}),
+        ("admin, 365 days (weeks)", ADMIN, year),
+        ("manager, last 30 days", MANAGER, {}),
+        ("manager, 365 days (weeks)", MANAGER, year),
+    ]
+
+
+def run(url: str, requests: int, rounds: int) -> dict:
+    from urllib.parse import urlencode
+
+    from engine.measures import local_range
+    from web.app import create_app
+    from web.measures import Filters, read_filters
+
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": url,
+            "SECRET_KEY": "bench",
+            "SCHEDULER_ENABLED": False,
+            "CSRF_DISABLED": True,
+        }
+    )
+    engine = app.extensions["baton.engine"]
+    clients, tokens = {}, {}
+    for who in (ADMIN, MANAGER):
+        client = app.test_client()
+        assert client.post("/login", data={"username": who, "password": PASSWORD}).status_code == 302
+        clients[who] = client
+        token = client.post("/api/v1/auth/token", json={"username": who, "password": PASSWORD}).get_json()
+        tokens[who] = {"Authorization": f"Bearer {token['token']}"}
+    starters = {ADMIN: None, MANAGER: (MANAGER, *(f"user{n}" for n in range(50)))}
+
+    def engine_call(who: str, query: dict[str, str]) -> None:
+        with app.test_request_context(f"/?{urlencode(query)}"):
+            filters: Filters = read_filters(query)[0]
+        start, end = local_range(filters.first, filters.last, TIME_ZONE)
+        engine.measures.figures(KEY, start=start, end=end, starters=starters[who], time_zone=TIME_ZONE)
+
+    def page(who: str, query: dict[str, str]) -> None:
+        answer = clients[who].get(f"/measures/{KEY}?{urlencode(query)}")
+        assert answer.status_code == 200, answer.status_code
+
+    def api(who: str, query: dict[str, str]) -> None:
+        answer = clients[who].get(f"/api/v1/measures/{KEY}?{urlencode(query)}", headers=tokens[who])
+        assert answer.status_code == 200, answer.status_code
+
+    today = datetime.now(UTC).date()
+    cases = _cases(today)
+    ways = {
+        "engine.measures.figures": engine_call,
+        "GET /measures/{key} (page)": page,
+        "GET /api/v1/measures/{key}": api,
+    }
+    samples = {f"{way} | {name}": [] for way in ways for name, _, _ in cases}
+    shapes = {}
+    for name, who, query in cases:  # warm-up, and what each case covers
+        for _ in range(3):
+            for call in ways.values():
+                call(who, query)
+        body = clients[who].get(f"/api/v1/measures/{KEY}?{urlencode(query)}", headers=tokens[who]).get_json()
+        shapes[name] = {"started": body["started"], "finished": body["finished"], "steps": len(body["steps"])}
+    per_round = max(requests // rounds, 1)
+    for _ in range(rounds):
+        for way, call in ways.items():
+            for name, who, query in cases:
+                for _ in range(per_round):
+                    t0 = time.perf_counter()
+                    call(who, query)
+                    samples[f"{way} | {name}"].append(time.perf_counter() - t0)
+    engine.close()
+    return {"figures": {key: percentiles(s) for key, s in samples.items()}, "answers": shapes}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=60, help="per case")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--postgres", default=DEFAULT_PG)
+    parser.add_argument("--reuse", action="store_true", help=f"keep an existing {DATABASE} database")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+
+    url, fresh = _fresh_database(args.postgres, args.reuse)
+    if fresh:
+        load(url, args.instances)
+    from engine.db import create_db_engine
+    from engine.migrate import upgrade
+
+    db = create_db_engine(url)
+    upgrade(db)  # a reused database gets new index migrations
+    with db.connect() as conn:
+        instances = conn.scalar(text("SELECT count(*) FROM process_instance"))
+        tasks = conn.scalar(text("SELECT count(*) FROM human_task"))
+    db.dispose()
+    load_before = os.getloadavg()[0]
+    measured = run(url, args.requests, args.rounds)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+    report = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
+        "instances": instances,
+        "tasks": tasks,
+        "requests": args.requests,
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        **measured,
+    }
+    _print(report, previous)
+    if not args.no_save:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    return report
+
+
+def _print(report: dict, previous: dict | None) -> None:
+    print(
+        f"measures of {KEY}: {report['instances']:,} instances, {report['tasks']:,} tasks, "
+        f"{report['requests']} requests per case ({report['machine']}, load average {report['load_average']})"
+    )
+    for name, shape in report["answers"].items():
+        print(
+            f"  {name}: {shape['started']:,} started, {shape['finished']:,} finished, {shape['steps']} steps"
+        )
+    print("| what | case | p50 (ms) | p95 (ms) | p99 (ms) | p95 ≤ 300 ms | × previous p95 |")
+    print("|---|---|---:|---:|---:|:---:|---:|")
+    for key, f in report["figures"].items():
+        way, name = key.split(" | ", 1)
+        before = (previous or {}).get("figures", {}).get(key)
+        vs = f"{f['p95_ms'] / before['p95_ms']:.2f}" if before else "–"
+        ok = "yes" if f["p95_ms"] <= TARGET_P95_MS else "**no**"
+        print(f"| {way} | {name} | {f['p50_ms']:.1f} | {f['p95_ms']:.1f} | {f['p99_ms']:.1f} | {ok} | {vs} |")
+
+
+if __name__ == "__main__":
+    main()
