@@ -10,6 +10,7 @@ from flask import Flask
 from engine.context import EngineConfig
 from engine.db import Database, configure_engine, normalize_url
 from engine.facade import Engine
+from integrations.catalog import default_connectors
 from web import errors, i18n
 from web.config import load_config
 from web.extensions import db
@@ -29,7 +30,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["baton.engine"] = Engine(
         database,
         EngineConfig(
-            script_timeout=app.config["SCRIPT_TIMEOUT"], max_file_bytes=app.config["MAX_FILE_BYTES"]
+            script_timeout=app.config["SCRIPT_TIMEOUT"],
+            max_file_bytes=app.config["MAX_FILE_BYTES"],
+            connectors=default_connectors(),
         ),
     )
     errors.register(app)
@@ -37,21 +40,32 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.before_request(check_csrf)
     app.jinja_env.globals.update(csrf_token=csrf_token, current_principal=current_principal)
 
-    from web import admin, auth, home, inbox, openapi
+    from web import admin, auth, designer, home, inbox, manage, openapi, vendor
+    from web import measures as measures_pages
+    from web import records as record_pages
     from web.api import auth as api_auth
     from web.api import definitions, instances, messages, tasks
+    from web.api import measures as api_measures
+    from web.api import records as record_api
 
     for blueprint in (
         home.bp,
         auth.bp,
         inbox.bp,
         admin.bp,
+        designer.bp,
         openapi.bp,
         api_auth.bp,
         definitions.bp,
         instances.bp,
         tasks.bp,
         messages.bp,
+        measures_pages.bp,
+        api_measures.bp,
+        manage.bp,
+        record_pages.bp,
+        record_api.bp,
+        vendor.bp,
     ):
         app.register_blueprint(blueprint)
     return app

@@ -262,6 +262,7 @@ def scheduler(interval: float, batch: int, lease_seconds: float, workers: int | 
 def demo(host: str, port: int, no_serve: bool) -> None:
     """Create the database, deploy processes/, load samples/ and serve."""
     from engine.migrate import upgrade
+    from samples.company import demo_accounts
     from samples.loader import load_samples
     from web.extensions import db
 
@@ -273,8 +274,47 @@ def demo(host: str, port: int, no_serve: bool) -> None:
             _fail("the demo processes did not deploy")
         for line in load_samples(_engine(app)):
             click.echo(line)
+        click.echo()
+        for line in demo_accounts():  # on every start: the database may be older than this terminal
+            click.echo(line)
+        click.echo("The ten-minute tour: README.md, section \"Ten-minute tour\" (docs/tour.md).\n")
         if not no_serve:
             _serve(app, host, port)
+
+
+@main.command()
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Days after an instance ended.  [default: BATON_RETENTION_DAYS]",
+)
+@click.option(
+    "--archive-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write a gzip JSON file per instance here.  [default: BATON_RETENTION_ARCHIVE_DIR, else purge]",
+)
+@click.option("--dry-run", is_flag=True, help="List what would go; change nothing.")
+def retention(days: int | None, archive_dir: str | None, dry_run: bool) -> None:
+    """Remove (or archive) the engine state of instances finished more than N days ago; their
+    history, tasks and figures stay (docs/measures.md)."""
+    try:
+        with _app() as app:
+            report = _engine(app).retention.run(
+                days=days, archive_dir=archive_dir, dry_run=dry_run, actor="cli"
+            )
+    except BatonError as exc:
+        _fail(f"retention: {exc.message}")
+    verb = "would " + report.mode if report.dry_run else report.mode + "d"
+    where = f" into {report.archive_dir}" if report.archive_dir else ""
+    click.echo(
+        f"{verb} the engine state of {len(report.instance_ids)} instance(s) finished before "
+        f"{report.cutoff:%Y-%m-%d %H:%M} UTC{where}; attachments removed: {report.attachments_removed}; "
+        f"left for the next run: {report.remaining}"
+    )
+    for instance_id in report.instance_ids if report.dry_run else ():
+        click.echo(f"  {instance_id}")
 
 
 def _register_subcommands() -> None:

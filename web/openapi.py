@@ -6,7 +6,10 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, jsonify
 
-from web.api import schemas
+from web import vendor
+from web.api import instances, schemas
+from web.api import records as record_api
+from web.api.measures import MeasuresSchema
 
 bp = Blueprint("openapi", __name__)
 
@@ -32,6 +35,13 @@ OPERATIONS = {
     "/process-definitions/{key}": {
         "get": ("A process: latest version, versions, files", None, "DefinitionDetail", {}, [200, 404])
     },
+    "/process-definitions/{key}/diff": {  # designers: elements added, removed, changed
+        "get": ("Difference between two versions", None, None, {"from": "version", "to": "version"},
+                [200, 403, 404, 422])
+    },
+    "/process-definitions/{key}/versions/{version}/xml": {
+        "get": ("The BPMN XML of a version (designers)", None, None, {}, [200, 403, 404])
+    },
     "/process-instances": {
         "post": (
             "Start an instance of the latest version",
@@ -44,14 +54,8 @@ OPERATIONS = {
             "Instances the caller may see",
             None,
             "Instance",
-            {
-                **_LIST,
-                "state": "running|suspended|error|completed|cancelled",
-                "definition_key": "",
-                "business_key": "",
-                "started_by": "",
-            },
-            [200],
+            {**_LIST, **instances.LIST_PARAMETERS},
+            [200, 403, 422],
         ),
     },
     "/process-instances/{id}": {
@@ -62,6 +66,15 @@ OPERATIONS = {
             "post": (f"{action} the instance", "ReasonInput", "Instance", {}, [200, 403, 404, 409])
         }
         for action in ("cancel", "suspend", "resume", "pause-sla", "resume-sla")
+    },
+    "/process-instances/{id}/withdraw": {
+        "post": (
+            "The starter withdraws a request nobody else has acted on (409 once someone has)",
+            "ReasonInput",
+            "Instance",
+            {},
+            [200, 403, 404, 409],
+        )
     },
     "/messages": {
         "post": (
@@ -88,6 +101,7 @@ OPERATIONS = {
                 "instance_id": "",
                 "started_by": "",
                 "min_priority": "",
+                "count": "true: also answer total (counts every match; pages answer has_more without it)",
             },
             [200],
         )
@@ -111,7 +125,25 @@ OPERATIONS = {
         "get": ("Comments on the task", None, "Comment", {}, [200, 404]),
         "post": ("Comment on the task", "CommentInput", "Comment", {}, [201, 404, 422]),
     },
+    "/measures/{key}": {
+        "get": (
+            "A process's figures (managers: their departments' instances)",
+            None,
+            "Measures",
+            {
+                "from": "first day, YYYY-MM-DD (company time zone)",
+                "to": "last day, included",
+                "version": "one version (default: all)",
+                "bucket": "day|week",
+            },
+            [200, 403, 404, 422],
+        )
+    },
 }
+
+OPERATIONS.update(instances.OPERATIONS)
+OPERATIONS.update(record_api.OPERATIONS)
+OPERATIONS.update(vendor.OPERATIONS)
 
 
 def build_spec() -> dict:
@@ -149,13 +181,20 @@ def build_spec() -> dict:
         "TokenInput",
     ):
         spec.components.schema(name, schema=getattr(schemas, name))
+    spec.components.schema("Measures", schema=MeasuresSchema)
+    for name, schema in instances.SCHEMAS.items():
+        spec.components.schema(name, schema=schema)
+    for name, schema in record_api.SCHEMAS.items():
+        spec.components.schema(name, schema=schema)
+    for name, schema in vendor.SCHEMAS.items():
+        spec.components.schema(name, schema=schema)
     for path, methods in OPERATIONS.items():
         operations = {}
         for method, (summary, body, result, params, codes) in methods.items():
             operation: dict = {"summary": summary, "security": [{"bearer": []}], "responses": {}}
             parameters = [
                 {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in ("id", "key")
+                for p in ("id", "key", "version")
                 if "{" + p + "}" in path
             ]
             parameters += [
