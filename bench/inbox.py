@@ -28,23 +28,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import statistics
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from bench import common
+from bench.common import PASSWORD, percentiles, uuid4
 
-ROOT = Path(__file__).resolve().parents[1]
-PROCESS = ROOT / "processes" / "expense_approval"
-RESULTS = Path(__file__).resolve().parent / "results" / "inbox.json"
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DATABASE = "baton_inbox_bench"
-USER, GROUPS, PASSWORD = "bench", ("bench_team", "reviewers"), "bench-pass-1"
+USER, GROUPS = "bench", ("bench_team", "reviewers")
 INSTANCES = 5000
 TARGET_P95_MS = 50.0
 
@@ -65,35 +58,8 @@ REQUESTS = [
     (USER, "/api/v1/process-instances"),  # a full path: the instances the user is involved in
     (OTHER, "/api/v1/process-instances"),
 ]
-TASK_COLUMNS = (
-    "id", "instance_id", "definition_key", "element_id", "name", "lane", "assignee", "due_at", "warn_at",
-    "priority", "form_key", "state", "created_at", "claimed_by", "claimed_at", "completed_by",
-    "completed_at", "version", "offers",
-)  # fmt: skip
-INSTANCE_COLUMNS = (
-    "id", "definition_id", "definition_key", "business_key", "state", "started_by", "started_at",
-    "updated_at", "ended_at", "engine_state", "serializer_version", "next_timer_due", "error_element",
-    "error_message", "sla_paused_at", "version",
-)  # fmt: skip
-
-
-def _uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def _fresh_database(admin_url: str, reuse: bool) -> tuple[str, bool]:
-    """The bench database URL and whether it must be loaded."""
-    url = make_url(admin_url).set(database=DATABASE).render_as_string(hide_password=False)
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": DATABASE})
-        if exists and reuse:
-            admin.dispose()
-            return url, False
-        conn.execute(text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {DATABASE}"))
-    admin.dispose()
-    return url, True
+TASK_COLUMNS = (*common.TASK_COLUMNS, "offers")
+INSTANCE_COLUMNS = common.INSTANCE_COLUMNS
 
 
 def _task_rows(total: int, visible: int, instance_ids: list[str], now: datetime, rng: random.Random):
@@ -129,7 +95,7 @@ def _task_rows(total: int, visible: int, instance_ids: list[str], now: datetime,
             element = rng.choice(("submit", "manager_approval", "finance_review"))
             yield (
                 (
-                    _uuid(rng), rng.choice(instance_ids), "expense_approval", element, element, None, who,
+                    uuid4(rng), rng.choice(instance_ids), "expense_approval", element, element, None, who,
                     due, warn, rng.choice((30, 50, 50, 50, 80)), "approval_decision.json", state, created,
                     who if (assignee and cands) else None, created if (assignee and cands) else None,
                     done_by, done_at, 1,
@@ -140,14 +106,8 @@ def _task_rows(total: int, visible: int, instance_ids: list[str], now: datetime,
 
 def load(url: str, total: int, visible: int) -> dict:
     """Migrate, deploy, create the bench user and its token, COPY the instances and tasks."""
-    from engine.context import EngineConfig
-    from engine.facade import Engine
-    from engine.migrate import upgrade
-
-    engine = Engine.from_url(url, EngineConfig())
-    upgrade(engine.db.engine)
-    bundle = {f.name: f.read_bytes() for f in PROCESS.iterdir() if f.is_file()}
-    engine.repository.deploy(bundle, deployed_by="bench")
+    engine = common.migrated_engine(url)
+    engine.repository.deploy(common.process_bundle(), deployed_by="bench")
     engine.identity.create_user(USER, PASSWORD, role="employee", groups=GROUPS, create_missing=True)
     engine.identity.create_user(OTHER, PASSWORD, role="employee", groups=OTHER_GROUPS, create_missing=True)
     rng, now = random.Random(20261124), datetime.now(UTC)
@@ -157,7 +117,7 @@ def load(url: str, total: int, visible: int) -> dict:
         pg = raw.driver_connection
         with pg.cursor() as cur:
             definition_id = cur.execute("SELECT id FROM process_definition LIMIT 1").fetchone()[0]
-            instance_ids = [_uuid(rng) for _ in range(INSTANCES)]
+            instance_ids = [uuid4(rng) for _ in range(INSTANCES)]
             with cur.copy(f"COPY process_instance ({', '.join(INSTANCE_COLUMNS)}) FROM STDIN") as copy:
                 for i, instance_id in enumerate(instance_ids):
                     started = now - timedelta(days=40)
@@ -188,11 +148,7 @@ def load(url: str, total: int, visible: int) -> dict:
                     copy.write_row(candidate)
                     candidates += 1
         pg.commit()
-        with pg.cursor() as cur:
-            pg.autocommit = True
-            cur.execute("VACUUM ANALYZE process_instance")
-            cur.execute("VACUUM ANALYZE human_task")
-            cur.execute("VACUUM ANALYZE task_candidate")
+        common.vacuum(pg, ("process_instance", "human_task", "task_candidate"))
     finally:
         raw.close()
     engine.close()
@@ -217,17 +173,6 @@ def _tokens(url: str) -> dict[str, dict[str, str]]:
         headers[user] = {"Authorization": f"Bearer {token}"}
     engine.close()
     return headers
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1e3, 2),
-        "p95_ms": round(cuts[94] * 1e3, 2),
-        "p99_ms": round(cuts[98] * 1e3, 2),
-        "max_ms": round(ordered[-1] * 1e3, 2),
-    }
 
 
 def _name(who: str, query: str) -> str:
@@ -259,9 +204,7 @@ def _measure(get, tokens: dict, requests: int, rounds: int) -> tuple[dict, dict]
 
 
 def time_test_client(url: str, tokens: dict, requests: int, rounds: int) -> tuple[dict, dict]:
-    from web.app import create_app
-
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "SCHEDULER_ENABLED": False})
+    app = common.bench_app(url)
     client = app.test_client()
 
     def get(path: str, headers: dict) -> tuple[int, dict]:
@@ -293,43 +236,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--visible", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=200, help="per URL")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--postgres", default=DEFAULT_PG)
-    parser.add_argument("--reuse", action="store_true", help=f"keep an existing {DATABASE} database")
     parser.add_argument("--server", action="store_true", help="also through gunicorn on loopback")
-    parser.add_argument("--no-save", action="store_true")
+    common.add_database_arguments(parser, DATABASE)
     args = parser.parse_args(argv)
 
-    url, fresh = _fresh_database(args.postgres, args.reuse)
+    url, fresh = common.fresh_database(args.postgres, DATABASE, args.reuse)
     if fresh:
         load(url, args.tasks, args.visible)
-    from engine.db import create_db_engine
-    from engine.migrate import upgrade
-
-    db = create_db_engine(url)
-    upgrade(db)  # a reused database gets new index migrations
-    with db.connect() as conn:
-        tasks = conn.scalar(text("SELECT count(*) FROM human_task"))
-    db.dispose()
+    tasks = common.upgrade_and_count(url, ("human_task",))["human_task"]
     tokens = _tokens(url)
     load_before = os.getloadavg()[0]
     figures, shapes = time_test_client(url, tokens, args.requests, args.rounds)
     runs = {"test client": figures}
     if args.server:
         runs["gunicorn"] = time_server(url, tokens, args.requests, args.rounds)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+    previous = common.previous_report("inbox")
     report = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
+        **common.machine_facts(),
         "tasks": tasks,
         "requests": args.requests,
-        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_average": common.load_span(load_before),
         "answers": shapes,
         "figures": runs,
     }
     _print(report, previous)
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        common.save_report("inbox", report)
     return report
 
 
@@ -348,9 +280,8 @@ def _print(report: dict, previous: dict | None) -> None:
             who, query = name.split(" ", 1)
             shape = report["answers"][name]
             before = (previous or {}).get("figures", {}).get(via, {}).get(name)
-            vs = f"{f['p95_ms'] / before['p95_ms']:.2f}" if before else "–"
+            ok, vs = common.verdict(f, before, TARGET_P95_MS)
             total = "–" if shape["total"] is None else f"{shape['total']:,}"
-            ok = "yes" if f["p95_ms"] <= TARGET_P95_MS else "**no**"
             print(
                 f"| {via} | {who} | `{query}` | {shape['items']} | {total} | {f['p50_ms']:.1f} "
                 f"| {f['p95_ms']:.1f} | {f['p99_ms']:.1f} | {ok} | {vs} |"

@@ -18,38 +18,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import statistics
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parents[1]
-PROCESS = ROOT / "processes" / "expense_approval"
-RESULTS = Path(__file__).resolve().parent / "results" / "instances.json"
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from bench import common
+from bench.common import PASSWORD, percentiles, uuid4
+
 DATABASE = "baton_instances_bench"
-PASSWORD = "bench-pass-1"
 TARGET_P95_MS = 300.0
 KEYS = ("expense_approval", "leave_request", "purchase_request", "contract_review", "payment_audit")
 STEPS = ("submit", "manager_approval", "finance_review")
 TEAM_MANAGER, DIVISION_MANAGER, ADMIN = "lead_0_0", "head_0", "admin"
 STATE_MIX = (("running", 30), ("suspended", 3), ("error", 5), ("completed", 55), ("cancelled", 7))
-INSTANCE_COLUMNS = (
-    "id", "definition_id", "definition_key", "business_key", "state", "started_by", "started_at",
-    "updated_at", "ended_at", "engine_state", "serializer_version", "next_timer_due", "error_element",
-    "error_message", "sla_paused_at", "version", "starter_department_id",
-)  # fmt: skip
-TASK_COLUMNS = (
-    "id", "instance_id", "definition_key", "element_id", "name", "lane", "assignee", "due_at", "warn_at",
-    "priority", "form_key", "state", "created_at", "claimed_by", "claimed_at", "completed_by",
-    "completed_at", "version", "offers",
-)  # fmt: skip
+INSTANCE_COLUMNS = (*common.INSTANCE_COLUMNS, "starter_department_id")
+TASK_COLUMNS = (*common.TASK_COLUMNS, "offers")
 ENGINE_STATE = json.dumps({"padding": "x" * 3700})  # the size of a stored approval (ENGINE-NOTES)
 # (who, query string of GET /manage/instances); "{...}" is filled from the loaded data
 REQUESTS = [
@@ -77,25 +62,6 @@ REQUESTS = [
     (ADMIN, "?starter={team_member}&state=completed"),
     (ADMIN, "?page=50"),
 ]
-
-
-def _uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def _fresh_database(admin_url: str, reuse: bool) -> tuple[str, bool]:
-    """The bench database URL and whether it must be loaded."""
-    url = make_url(admin_url).set(database=DATABASE).render_as_string(hide_password=False)
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": DATABASE})
-        if exists and reuse:
-            admin.dispose()
-            return url, False
-        conn.execute(text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {DATABASE}"))
-    admin.dispose()
-    return url, True
 
 
 def _organisation(engine) -> dict[str, int]:
@@ -138,13 +104,8 @@ def _organisation(engine) -> dict[str, int]:
 
 def load(url: str, count: int) -> None:
     """Migrate, deploy, build the organisation, COPY the instances and their tasks."""
-    from engine.context import EngineConfig
-    from engine.facade import Engine
-    from engine.migrate import upgrade
-
-    engine = Engine.from_url(url, EngineConfig())
-    upgrade(engine.db.engine)
-    bundle = {f.name: f.read_bytes() for f in PROCESS.iterdir() if f.is_file()}
+    engine = common.migrated_engine(url)
+    bundle = common.process_bundle()
     for key in KEYS:  # two versions of five processes
         files = {n: c.replace(b"expense_approval", key.encode()) for n, c in bundle.items()}
         engine.repository.deploy(files, deployed_by="bench")
@@ -167,7 +128,7 @@ def load(url: str, count: int) -> None:
             pending = []  # one COPY at a time on a connection: the tasks follow the instances
             with cur.copy(f"COPY process_instance ({', '.join(INSTANCE_COLUMNS)}) FROM STDIN") as instances:
                 for n in range(count):
-                    instance_id, key, state = _uuid(rng), rng.choice(KEYS), rng.choice(states)
+                    instance_id, key, state = uuid4(rng), rng.choice(KEYS), rng.choice(states)
                     starter = rng.choice(people)
                     started = now - timedelta(seconds=rng.uniform(0, 365 * 86400))
                     finished = state in ("completed", "cancelled")
@@ -187,10 +148,7 @@ def load(url: str, count: int) -> None:
                     human_tasks.write_row(row)
             tasks = len(pending)
         pg.commit()
-        with pg.cursor() as cur:
-            pg.autocommit = True
-            for table in ("process_instance", "human_task", "user_account", "department"):
-                cur.execute(f"VACUUM ANALYZE {table}")
+        common.vacuum(pg, ("process_instance", "human_task", "user_account", "department"))
     finally:
         raw.close()
     engine.close()
@@ -209,13 +167,13 @@ def _tasks(rng, instance_id, key, state, starter, started, ended, now):
         warn = created + (due - created) * 0.8 if due and due > created else due
         element = rng.choice(STEPS)
         yield (
-            _uuid(rng), instance_id, key, element, element, None, None, due, warn, 50, None, "ready",
+            uuid4(rng), instance_id, key, element, element, None, None, due, warn, 50, None, "ready",
             created, None, None, None, None, 1, offers,
         )  # fmt: skip
         return
     for element in STEPS[:2]:
         yield (
-            _uuid(rng), instance_id, key, element, element, None, starter, None, None, 50, None, "completed",
+            uuid4(rng), instance_id, key, element, element, None, starter, None, None, 50, None, "completed",
             started, starter, started, starter, ended, 2, offers,
         )  # fmt: skip
 
@@ -255,35 +213,11 @@ def _samples(url: str) -> dict[str, str]:
     }
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1e3, 2),
-        "p95_ms": round(cuts[94] * 1e3, 2),
-        "p99_ms": round(cuts[98] * 1e3, 2),
-        "max_ms": round(ordered[-1] * 1e3, 2),
-    }
-
-
 def time_pages(url: str, values: dict[str, str], requests: int, rounds: int) -> tuple[dict, dict]:
     """Each list URL, as its user, through the test client; interleaved rounds (machine noise hits
     every URL alike). Returns percentiles and how many rows each page showed."""
-    from web.app import create_app
-
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": url,
-            "SECRET_KEY": "bench",
-            "SCHEDULER_ENABLED": False,
-            "CSRF_DISABLED": True,
-        }
-    )
-    clients = {}
-    for who in dict.fromkeys(w for w, _q in REQUESTS):
-        client = app.test_client()
-        assert client.post("/login", data={"username": who, "password": PASSWORD}).status_code == 302
-        clients[who] = client
+    app = common.bench_app(url, CSRF_DISABLED=True)
+    clients = {who: common.logged_in(app, who) for who in dict.fromkeys(w for w, _q in REQUESTS)}
     urls = [(who, "/manage/instances" + query.format(**values)) for who, query in REQUESTS]
     samples: dict[str, list[float]] = {f"{w} {u}": [] for w, u in urls}
     shown = {}
@@ -311,39 +245,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=40, help="per URL")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
-    parser.add_argument("--postgres", default=DEFAULT_PG)
-    parser.add_argument("--reuse", action="store_true", help=f"keep an existing {DATABASE} database")
-    parser.add_argument("--no-save", action="store_true")
+    common.add_database_arguments(parser, DATABASE)
     args = parser.parse_args(argv)
 
-    url, fresh = _fresh_database(args.postgres, args.reuse)
+    url, fresh = common.fresh_database(args.postgres, DATABASE, args.reuse)
     if fresh:
         load(url, args.instances)
-    from engine.db import create_db_engine
-    from engine.migrate import upgrade
-
-    db = create_db_engine(url)
-    upgrade(db)  # a reused database gets new index migrations
-    with db.connect() as conn:
-        instances = conn.scalar(text("SELECT count(*) FROM process_instance"))
-    db.dispose()
+    instances = common.upgrade_and_count(url, ("process_instance",))["process_instance"]
     values = _samples(url)
     load_before = os.getloadavg()[0]
     figures, shown = time_pages(url, values, args.requests, args.rounds)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+    previous = common.previous_report("instances")
     report = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
+        **common.machine_facts(),
         "instances": instances,
         "requests": args.requests,
-        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_average": common.load_span(load_before),
         "shown": shown,
         "figures": figures,
     }
     _print(report, previous)
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        common.save_report("instances", report)
     return report
 
 
@@ -357,8 +280,7 @@ def _print(report: dict, previous: dict | None) -> None:
     for name, f in report["figures"].items():
         who, path = name.split(" ", 1)
         before = (previous or {}).get("figures", {}).get(name)
-        vs = f"{f['p95_ms'] / before['p95_ms']:.2f}" if before else "–"
-        ok = "yes" if f["p95_ms"] <= TARGET_P95_MS else "**no**"
+        ok, vs = common.verdict(f, before, TARGET_P95_MS)
         query = path.removeprefix("/manage/instances") or "(default)"
         print(
             f"| {who} | `{query}` | {report['shown'][name]} | {f['p50_ms']:.1f} | {f['p95_ms']:.1f} "

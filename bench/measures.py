@@ -20,39 +20,19 @@ previous run (bench/results/measures.json, rewritten unless ``--no-save``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from bench import common
+from bench.common import INSTANCE_COLUMNS, PASSWORD, TASK_COLUMNS, percentiles, uuid4
 
-from bench.inbox import percentiles
-
-ROOT = Path(__file__).resolve().parents[1]
-PROCESS = ROOT / "processes" / "expense_approval"
-RESULTS = Path(__file__).resolve().parent / "results" / "measures.json"
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DATABASE = "baton_measures_bench"
 KEY = "expense_approval"
-ADMIN, MANAGER, PASSWORD = "bench_admin", "bench_manager", "bench-pass-1"
+ADMIN, MANAGER = "bench_admin", "bench_manager"
 TARGET_P95_MS = 300.0
 TIME_ZONE = "Asia/Shanghai"
-INSTANCE_COLUMNS = (
-    "id", "definition_id", "definition_key", "business_key", "state", "started_by", "started_at",
-    "updated_at", "ended_at", "engine_state", "serializer_version", "next_timer_due", "error_element",
-    "error_message", "sla_paused_at", "version",
-)  # fmt: skip
-TASK_COLUMNS = (
-    "id", "instance_id", "definition_key", "element_id", "name", "lane", "assignee", "due_at", "warn_at",
-    "priority", "form_key", "state", "created_at", "claimed_by", "claimed_at", "completed_by",
-    "completed_at", "version",
-)  # fmt: skip
 STEPS = (  # element, name, lane, due after, form
     ("submit", "填写报销单 Fill in the claim", "employee", None, "expense_claim.json"),
     (
@@ -64,24 +44,6 @@ STEPS = (  # element, name, lane, due after, form
     ),
     ("finance_review", "财务复核 Finance review", "finance", timedelta(days=3), "approval_decision.json"),
 )
-
-
-def _uuid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def _fresh_database(admin_url: str, reuse: bool) -> tuple[str, bool]:
-    url = make_url(admin_url).set(database=DATABASE).render_as_string(hide_password=False)
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": DATABASE})
-        if exists and reuse:
-            admin.dispose()
-            return url, False
-        conn.execute(text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {DATABASE}"))
-    admin.dispose()
-    return url, True
 
 
 def _instance(rng: random.Random, now: datetime):
@@ -113,14 +75,8 @@ def _instance(rng: random.Random, now: datetime):
 
 def load(url: str, count: int) -> None:
     """Migrate, deploy, create the users and departments, take a real engine state, COPY the rest."""
-    from engine.context import EngineConfig
-    from engine.facade import Engine
-    from engine.migrate import upgrade
-
-    engine = Engine.from_url(url, EngineConfig())
-    upgrade(engine.db.engine)
-    bundle = {f.name: f.read_bytes() for f in PROCESS.iterdir() if f.is_file()}
-    engine.repository.deploy(bundle, deployed_by="bench")
+    engine = common.migrated_engine(url)
+    engine.repository.deploy(common.process_bundle(), deployed_by="bench")
     identity = engine.identity
     identity.create_user(ADMIN, PASSWORD, role="admin", locale="en")
     identity.create_user(MANAGER, PASSWORD, role="manager", department="Bench Sales", create_missing=True)
@@ -139,7 +95,7 @@ def load(url: str, count: int) -> None:
             ).fetchone()
             cur.execute("DELETE FROM process_instance WHERE id = %s", (sample.id,))
             tasks = 0
-            rows = [(_uuid(rng), *_instance(rng, now)) for _ in range(count)]
+            rows = [(uuid4(rng), *_instance(rng, now)) for _ in range(count)]
             with cur.copy(f"COPY process_instance ({', '.join(INSTANCE_COLUMNS)}) FROM STDIN") as instances:
                 for i, (instance_id, state, started, ended, _) in enumerate(rows):
                     instances.write_row(
@@ -154,17 +110,14 @@ def load(url: str, count: int) -> None:
                         warn = t["created"] + (t["due"] - t["created"]) * 0.8 if t["due"] else None
                         task_copy.write_row(
                             (
-                                _uuid(rng), instance_id, KEY, t["element"], t["name"], t["lane"], t["by"],
+                                uuid4(rng), instance_id, KEY, t["element"], t["name"], t["lane"], t["by"],
                                 t["due"], warn, 50, t["form"], t["state"], t["created"], None, None, t["by"],
                                 t["done"], 1,
                             )
                         )  # fmt: skip
                         tasks += 1
         pg.commit()
-        pg.autocommit = True
-        with pg.cursor() as cur:
-            cur.execute("VACUUM ANALYZE process_instance")
-            cur.execute("VACUUM ANALYZE human_task")
+        common.vacuum(pg, ("process_instance", "human_task"))
     finally:
         raw.close()
     engine.close()
@@ -187,23 +140,13 @@ def run(url: str, requests: int, rounds: int) -> dict:
     from urllib.parse import urlencode
 
     from engine.measures import local_range
-    from web.app import create_app
     from web.measures import Filters, read_filters
 
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": url,
-            "SECRET_KEY": "bench",
-            "SCHEDULER_ENABLED": False,
-            "CSRF_DISABLED": True,
-        }
-    )
+    app = common.bench_app(url, CSRF_DISABLED=True)
     engine = app.extensions["baton.engine"]
     clients, tokens = {}, {}
     for who in (ADMIN, MANAGER):
-        client = app.test_client()
-        assert client.post("/login", data={"username": who, "password": PASSWORD}).status_code == 302
-        clients[who] = client
+        client = clients[who] = common.logged_in(app, who)
         token = client.post("/api/v1/auth/token", json={"username": who, "password": PASSWORD}).get_json()
         tokens[who] = {"Authorization": f"Bearer {token['token']}"}
     starters = {ADMIN: None, MANAGER: (MANAGER, *(f"user{n}" for n in range(50)))}
@@ -254,39 +197,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=60, help="per case")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--postgres", default=DEFAULT_PG)
-    parser.add_argument("--reuse", action="store_true", help=f"keep an existing {DATABASE} database")
-    parser.add_argument("--no-save", action="store_true")
+    common.add_database_arguments(parser, DATABASE)
     args = parser.parse_args(argv)
 
-    url, fresh = _fresh_database(args.postgres, args.reuse)
+    url, fresh = common.fresh_database(args.postgres, DATABASE, args.reuse)
     if fresh:
         load(url, args.instances)
-    from engine.db import create_db_engine
-    from engine.migrate import upgrade
-
-    db = create_db_engine(url)
-    upgrade(db)  # a reused database gets new index migrations
-    with db.connect() as conn:
-        instances = conn.scalar(text("SELECT count(*) FROM process_instance"))
-        tasks = conn.scalar(text("SELECT count(*) FROM human_task"))
-    db.dispose()
+    counts = common.upgrade_and_count(url, ("process_instance", "human_task"))
     load_before = os.getloadavg()[0]
     measured = run(url, args.requests, args.rounds)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+    previous = common.previous_report("measures")
     report = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
-        "instances": instances,
-        "tasks": tasks,
+        **common.machine_facts(),
+        "instances": counts["process_instance"],
+        "tasks": counts["human_task"],
         "requests": args.requests,
-        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_average": common.load_span(load_before),
         **measured,
     }
     _print(report, previous)
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        common.save_report("measures", report)
     return report
 
 
@@ -304,8 +235,7 @@ def _print(report: dict, previous: dict | None) -> None:
     for key, f in report["figures"].items():
         way, name = key.split(" | ", 1)
         before = (previous or {}).get("figures", {}).get(key)
-        vs = f"{f['p95_ms'] / before['p95_ms']:.2f}" if before else "–"
-        ok = "yes" if f["p95_ms"] <= TARGET_P95_MS else "**no**"
+        ok, vs = common.verdict(f, before, TARGET_P95_MS)
         print(f"| {way} | {name} | {f['p50_ms']:.1f} | {f['p95_ms']:.1f} | {f['p99_ms']:.1f} | {ok} | {vs} |")
 
 

@@ -43,11 +43,12 @@ from engine.forms import form_values
 from engine.lint import BundleReport, Problem
 from engine.repository import file_kind
 from engine.results import DeploymentResult, ProcessDefinition
+from web import pages
+from web.pages import display_names
 from web.security import current_principal, engine, roles_required
 
 bp = Blueprint("designer", __name__, url_prefix="/designer")
 
-VIEWER_JS = "vendor/bpmn-navigated-viewer.production.min.js"
 MODELER_JS = "vendor/bpmn-modeler.production.min.js"
 CAMUNDA_MODDLE = "vendor/camunda-moddle.json"
 NEW_PROCESS = Path(__file__).with_name("templates") / "designer" / "new_process.bpmn"  # the modeler's start
@@ -57,19 +58,8 @@ def _static(name: str) -> Path:
     return Path(current_app.static_folder or "", name)
 
 
-def _viewer_available() -> bool:
-    return _static(VIEWER_JS).is_file()
-
-
 def _modeler_available() -> bool:
     return _static(MODELER_JS).is_file() and _static(CAMUNDA_MODDLE).is_file()
-
-
-def _people(usernames: Iterable[str | None]) -> dict[str, str]:
-    names = sorted({u for u in usernames if u})
-    if not names:
-        return {}
-    return {u.username: u.name for u in engine().identity.users().username(*names).list()}
 
 
 def _field_labels() -> dict[str, str]:
@@ -115,7 +105,7 @@ def index():
     for definition in repository.query().order_by_key().list(limit=10_000):
         processes.setdefault(definition.key, []).append(definition)
     counts = {key: repository.instance_counts(key) for key in processes}
-    people = _people(d.deployed_by for versions in processes.values() for d in versions)
+    people = display_names(d.deployed_by for versions in processes.values() for d in versions)
     return render_template(
         "designer/index.html",
         processes=processes,
@@ -225,7 +215,7 @@ def upload():
             report=report,
             entries=_report_files(files, report),
             files=list(files),
-            viewer=_viewer_available(),
+            viewer=pages.viewer_available(),
             modeler=_modeler_available(),
             no_process=report.ok and not report.processes,
         ), status
@@ -261,8 +251,8 @@ def version(key: str, version: int):
         xml=(_text(files[process_file]) or "") if process_file else "",
         human_tasks=process.human_tasks if process is not None else (),
         running=repository.instance_counts(key).get(version, 0),
-        people=_people([definition.deployed_by]),
-        viewer=_viewer_available(),
+        people=display_names([definition.deployed_by]),
+        viewer=pages.viewer_available(),
         modeler=_modeler_available(),
         messages=get_flashed_messages(with_categories=True),
     )

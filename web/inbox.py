@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from werkzeug.datastructures import MultiDict
 
@@ -35,7 +34,9 @@ from engine.query import Query
 from engine.repository import file_kind
 from engine.results import AuditEvent, ProcessInstance, UserTask
 from engine.tasks import Upload
+from web import pages
 from web.access import actionable_task, instance_query, may_act, visible_instance, visible_task
+from web.pages import display_names, list_url, page_index, process_names
 from web.security import Principal, current_principal, engine, login_required
 
 bp = Blueprint("inbox", __name__)
@@ -46,7 +47,6 @@ APPROVE = "approve"
 SCOPES = ("", "mine", "group")  # "": assigned to me or offered to me / my groups (unclaimed)
 SLA_STATES = ("on_track", "warning", "breached")
 SORTS = ("due", "priority", "created")
-VIEWER_JS = "vendor/bpmn-navigated-viewer.production.min.js"
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
 
 
@@ -198,14 +198,6 @@ def _todo_query(principal: Principal, flt: InboxFilter):
     return tasks
 
 
-def _page_index() -> int:
-    """The 0-based page from ``?page=`` (1-based; nonsense reads as the first page)."""
-    try:
-        return min(max(int(request.args.get("page", "1")) - 1, 0), 100_000)
-    except ValueError:
-        return 0
-
-
 def _paginate(query: Query, page: int) -> tuple[list[Any], str, dict[str, Any]]:
     """One page of ``query``, its badge (the total, "999+" past ``COUNT_CAP``: counting a 100,000-task
     inbox on every page would cost more than the page) and the pager: ``count`` is None when the
@@ -346,18 +338,6 @@ def bulk():
 # Lists
 
 
-def _process_names() -> dict[str, str]:
-    return {d.key: d.name or d.key for d in engine().repository.query().latest_only().order_by_key().list()}
-
-
-def _people(usernames: Iterable[str | None]) -> dict[str, str]:
-    """username -> what to show (display name, or the username)."""
-    names = sorted({u for u in usernames if u})
-    if not names:
-        return {}
-    return {u.username: u.name for u in engine().identity.users().username(*names).list()}
-
-
 def _instances(ids: Iterable[str]) -> dict[str, ProcessInstance]:
     found = {}
     for instance_id in dict.fromkeys(ids):
@@ -373,8 +353,7 @@ def _active_users(limit: int = 500) -> list[tuple[str, str]]:
 
 
 def _todo_url(pairs: list[tuple[str, str]]) -> str:
-    query = urlencode([(k, v) for k, v in pairs if v])
-    return url_for("inbox.todo") + (f"?{query}" if query else "")
+    return list_url("inbox.todo", pairs)
 
 
 @bp.get("/inbox")
@@ -384,7 +363,7 @@ def todo():
     eng = engine()
     flt = InboxFilter.from_args(request.args)
     query = _todo_query(principal, flt)
-    tasks, total, pages = _paginate(query, _page_index())
+    tasks, total, pages = _paginate(query, page_index())
     instances = _instances(t.instance_id for t in tasks)
     bulk_ids = {
         t.id
@@ -402,9 +381,9 @@ def todo():
         scope_url=lambda scope: _todo_url([*(p for p in flt.pairs() if p[0] != "scope"), ("scope", scope)]),
         flt=flt,
         query_string=base,
-        processes=_process_names(),
+        processes=process_names(),
         instances=instances,
-        people=_people([*(i.started_by for i in instances.values()), *(t.assignee for t in tasks)]),
+        people=display_names([*(i.started_by for i in instances.values()), *(t.assignee for t in tasks)]),
         users=_active_users(),
         bulk_ids=bulk_ids,
         saved_filters=store.saved_filters(principal.username) if store is not None else None,
@@ -416,7 +395,7 @@ def todo():
 def done():
     principal = current_principal()
     query = engine().tasks.query().state("completed").completed_by(principal.username).order_by_completed()
-    tasks, total, pages = _paginate(query, _page_index())
+    tasks, total, pages = _paginate(query, page_index())
     instances = _instances(t.instance_id for t in tasks)
     return render_template(
         "inbox/done.html",
@@ -424,9 +403,9 @@ def done():
         total=total,
         pages=pages,
         page_url=lambda n: url_for("inbox.done", page=n),
-        processes=_process_names(),
+        processes=process_names(),
         instances=instances,
-        people=_people(i.started_by for i in instances.values()),
+        people=display_names(i.started_by for i in instances.values()),
     )
 
 
@@ -463,7 +442,7 @@ def started():
     principal = current_principal()
     eng = engine()
     query = instance_query(principal).started_by(principal.username).order_by_started()
-    instances, total, pages = _paginate(query, _page_index())
+    instances, total, pages = _paginate(query, page_index())
     on_page = {i.id for i in instances}
     waiting: dict[str, list[UserTask]] = defaultdict(list)  # where each instance is now
     for t in eng.tasks.query().open().started_by(principal.username).order_by_created().list():
@@ -482,10 +461,10 @@ def started():
         total=total,
         pages=pages,
         page_url=lambda n: url_for("inbox.started", page=n),
-        processes=_process_names(),
+        processes=process_names(),
         waiting=waiting,
         latest=latest,
-        people=_people(t.assignee for ts in waiting.values() for t in ts),
+        people=display_names(t.assignee for ts in waiting.values() for t in ts),
     )
 
 
@@ -640,7 +619,7 @@ class TimelineEntry:
 def _timeline(
     history: list[AuditEvent], names: Mapping[str, str], forms: Mapping[str, Form | None]
 ) -> list[TimelineEntry]:
-    people = _people(
+    people = display_names(
         [e.actor for e in history]
         + [str((e.details or {}).get("after") or "") for e in history if e.action == "task_transferred"]
     )
@@ -698,10 +677,6 @@ def _instance_summary(
     return summary
 
 
-def _viewer_available() -> bool:
-    return Path(current_app.static_folder or "", VIEWER_JS).is_file()
-
-
 def _task_page(
     task_id: str,
     *,
@@ -734,7 +709,7 @@ def _task_page(
         submitted = form_values(form, data=data) if isinstance(data, dict) else None
     steps = _steps(diagram, instance_tasks, task, eng.runtime.path(task.instance_id).completed)
     comments = eng.tasks.comments(task.instance_id)
-    people = _people(
+    people = display_names(
         [
             instance.started_by,
             task.assignee,
@@ -752,13 +727,13 @@ def _task_page(
         submitted=submitted,
         instance=instance,
         process_name=diagram.names.get(instance.definition_key)
-        or _process_names().get(instance.definition_key),
+        or process_names().get(instance.definition_key),
         summary=_instance_summary(variables, instance_tasks, forms),
         timeline=_timeline(history, diagram.names, forms),
         comments=comments,
         steps=steps,
         diagram_url=url_for("inbox.diagram", task_id=task.id) if diagram.filename else None,
-        viewer=_viewer_available() and diagram.filename is not None,
+        viewer=pages.viewer_available() and diagram.filename is not None,
         current_ids=" ".join(s.element_id for s in steps if s.state in ("this", "current")),
         done_ids=" ".join(s.element_id for s in steps if s.state == "done"),
         can_act=can_act,

@@ -27,7 +27,6 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
@@ -41,8 +40,10 @@ from engine.bpmn import BPMN_NS, UnsafeXml, parse_xml
 from engine.errors import BatonError, ConflictError, NotAllowedError, NotFoundError, ValidationError
 from engine.results import AuditEvent, InstancePath, ProcessInstance, UserTask
 from engine.runtime import InstanceQuery
+from web import pages
 from web.access import managed_starters, visible_instance
-from web.inbox import VIEWER_JS, process_diagram
+from web.inbox import process_diagram
+from web.pages import display_names, list_url, page_index, process_names
 from web.security import Principal, current_principal, engine, roles_required
 
 bp = Blueprint("manage", __name__, url_prefix="/manage")
@@ -271,20 +272,6 @@ def filtered(principal: Principal, flt: InstanceFilter, query: InstanceQuery | N
 # Shared bits of the pages
 
 
-def _page_index() -> int:
-    try:
-        return min(max(int(request.args.get("page", "1")) - 1, 0), 100_000)
-    except ValueError:
-        return 0
-
-
-def _people(usernames: Iterable[str | None]) -> dict[str, str]:
-    names = sorted({u for u in usernames if u})
-    if not names:
-        return {}
-    return {u.username: u.name for u in engine().identity.users().username(*names).list()}
-
-
 def _departments(principal: Principal) -> dict[int, str]:
     """Departments to choose from (a manager's own, with those below) and to show, by id."""
     everything = {d.id: d.path for d in engine().identity.departments().list()}
@@ -294,17 +281,12 @@ def _departments(principal: Principal) -> dict[int, str]:
     return {i: everything[i] for i in sorted(managed, key=lambda i: everything.get(i, "")) if i in everything}
 
 
-def _processes() -> dict[str, str]:
-    return {d.key: d.name or d.key for d in engine().repository.query().latest_only().order_by_key().list()}
-
-
 def _versions(key: str) -> list[int]:
     return sorted({d.version for d in engine().repository.query().key(key).list()}, reverse=True)
 
 
 def _list_url(pairs: list[tuple[str, str]]) -> str:
-    query = urlencode([(k, v) for k, v in pairs if v])
-    return url_for("manage.instances") + (f"?{query}" if query else "")
+    return list_url("manage.instances", pairs)
 
 
 def _human_steps(key: str) -> list[tuple[str, str]]:
@@ -361,7 +343,7 @@ def instances():
     flt = InstanceFilter.from_args(request.args)
     if not flt.problems and any(not v for v in request.args.values()):
         return redirect(_list_url(flt.pairs()))  # the form sends every field: keep the address short
-    page = _page_index()
+    page = page_index()
     found = filtered(principal, flt).list(limit=PAGE_SIZE + 1, offset=page * PAGE_SIZE)
     items, has_next = found[:PAGE_SIZE], len(found) > PAGE_SIZE
     waiting = eng.runtime.open_tasks(i.id for i in items)
@@ -375,11 +357,11 @@ def instances():
         page_url=lambda n: _list_url([*flt.pairs(), ("page", str(n))]),
         flt=flt,
         query_string=flt.query_string(),
-        processes=_processes(),
+        processes=process_names(),
         versions=_versions(flt.process) if flt.process else [],
         steps=_human_steps(flt.process) if flt.process else [],
         departments=_departments(principal),
-        people=_people(
+        people=display_names(
             [*(i.started_by for i in items), *(t.assignee for ts in waiting.values() for t in ts)]
         ),
         saved_filters=eng.identity.saved_filters(principal.username, kind=FILTER_KIND),
@@ -575,10 +557,6 @@ def taken_flows(content: bytes, key: str, taken: Iterable[tuple[str, str]]) -> l
     return flows
 
 
-def _viewer_available() -> bool:
-    return Path(current_app.static_folder or "", VIEWER_JS).is_file()
-
-
 @bp.get("/instances/<instance_id>")
 @roles_required("manager")
 def instance(instance_id: str):
@@ -592,7 +570,7 @@ def instance(instance_id: str):
     tasks = eng.tasks.query().instance(instance_id).order_by_created().list()
     history = eng.history.for_instance(instance_id)
     comments = eng.tasks.comments(instance_id)
-    people = _people(
+    people = display_names(
         [found.started_by, *(t.assignee for t in tasks), *(t.completed_by for t in tasks)]
         + [e.actor for e in history]
         + [c.author for c in comments]
@@ -606,14 +584,14 @@ def instance(instance_id: str):
     return render_template(
         "manage/instance.html",
         instance=found,
-        process_name=_processes().get(found.definition_key, found.definition_key),
+        process_name=process_names().get(found.definition_key, found.definition_key),
         department=_departments_by_id().get(found.starter_department_id or -1),
         can_manage=can_manage,
         path=path,
         marks=_marks(diagram.order, diagram.names, path),
         names=diagram.names,
         diagram_url=url_for("manage.diagram", instance_id=instance_id) if diagram.filename else None,
-        viewer=_viewer_available() and diagram.filename is not None,
+        viewer=pages.viewer_available() and diagram.filename is not None,
         flows=taken_flows(diagram.content, found.definition_key, path.taken) if diagram.filename else [],
         open_tasks=[t for t in tasks if t.state == "ready"],
         timeline=_timeline(tasks, history, people, diagram.names),
@@ -793,7 +771,7 @@ def migrations():
     """Pick a process and a version: its instances on other versions, each with the pre-check."""
     principal = current_principal()
     key, version = _batch_args(request.args)
-    processes = _processes()
+    processes = process_names()
     versions = _versions(key) if key in processes else []
     if versions and version not in versions:
         version = versions[0]
@@ -840,7 +818,7 @@ def migrate_batch():
         outcomes[outcome.instance_id] = (outcome.migrated, outcome.problems)
     return render_template(
         "manage/migrations.html",
-        processes=_processes(),
+        processes=process_names(),
         key=key,
         versions=_versions(key),
         version=version,

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from math import ceil
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request, send_file, url_for
@@ -25,9 +24,10 @@ from flask_babel import gettext as _
 from engine.errors import NotFoundError
 from engine.measures import local_range, zone
 from engine.results import ProcessMeasures
+from web import pages
 from web.access import managed_starters
 from web.charts import Series, bar_chart, line_chart
-from web.inbox import VIEWER_JS, label_of, process_diagram
+from web.inbox import label_of, process_diagram
 from web.security import Principal, current_principal, engine, roles_required
 
 bp = Blueprint("measures", __name__, url_prefix="/measures")
@@ -171,7 +171,7 @@ def dashboard(key: str):
     versions = [d.version for d in engine().repository.query().key(key).list()]
     top = max((s.average_dwell_seconds or 0 for s in found.steps), default=0)
     steps = [(s, heat_level(s.average_dwell_seconds, top)) for s in found.steps]
-    viewer = Path(current_app.static_folder or "", VIEWER_JS).is_file()
+    viewer = pages.viewer_available()
     drawn = viewer and process_diagram(*_definition(key, filters.version)).filename is not None
     heat = [
         {"id": s.element_id, "level": level, "label": f"⌀ {duration(s.average_dwell_seconds)} · {s.entered}"}

@@ -26,6 +26,7 @@ from engine.records import (
     Viewer,
 )
 from web.access import managed_starters
+from web.pages import page_index
 from web.security import Principal, current_principal, engine, login_required
 
 bp = Blueprint("records", __name__, url_prefix="/crm")
@@ -221,13 +222,6 @@ def _kind(resource: str) -> str:
     return RESOURCES[resource]
 
 
-def _page_index() -> int:
-    try:
-        return min(max(int(request.args.get("page", "1")) - 1, 0), 100_000)
-    except ValueError:
-        return 0
-
-
 @bp.get("")
 @login_required
 def index():
@@ -256,7 +250,7 @@ def listing(resource: str):
     if request.args.get("mine"):
         query.owner(principal.username)
     total = query.count()
-    page = _page_index()
+    page = page_index()
     items = query.newest_first().page(page, PAGE_SIZE)
     args = {**chosen, **({"q": text} if text else {})}
     return render_template(

@@ -101,3 +101,57 @@ def live_server(sqlite_template, tmp_path) -> Iterator[LiveServer]:
 def screenshots() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+PASSWORD = "s3cret-pass"
+PHONE = {"width": 375, "height": 812}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+class Tab:
+    """One person's browser tab, with the JavaScript errors it met (``close`` fails on any).
+
+    ``prefix`` starts the screenshots' file names; with ``console_errors`` errors written to the
+    console count too (but for resources that failed to load)."""
+
+    prefix = ""
+    console_errors = False
+
+    def __init__(self, browser, base: str, shots: Path, viewport: dict = DESKTOP) -> None:
+        self.base, self.shots, self.viewport = base, shots, viewport
+        self.context = browser.new_context(viewport=viewport, locale="zh-CN")
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(f"{self.page.url}: {exc}"))
+        if self.console_errors:
+            self.page.on(
+                "console",
+                lambda msg: (
+                    self.errors.append(msg.text)
+                    if msg.type == "error" and "Failed to load resource" not in msg.text
+                    else None
+                ),
+            )
+
+    def goto(self, path: str) -> None:
+        self.page.goto(self.base + path)
+
+    def log_in(self, username: str, password: str = PASSWORD) -> None:
+        """Through the login page, as a person would; it leads to the inbox."""
+        self.goto("/login")
+        self.page.fill("#username", username)
+        self.page.fill("#password", password)
+        self.page.click("form.stack button[type=submit]")
+        self.page.wait_for_url(self.base + "/inbox")
+
+    def check(self, name: str, *, fits: bool = True) -> None:
+        """Screenshot the whole page; unless told otherwise make sure nothing is wider than the screen."""
+        self.page.screenshot(path=str(self.shots / f"{self.prefix}{name}.png"), full_page=True)
+        if fits:
+            width = self.page.evaluate("document.documentElement.scrollWidth")
+            screen = self.viewport["width"]
+            assert width <= screen, f"{name}: {width}px wide on a {screen}px screen"
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.errors, self.errors

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import DESKTOP, PASSWORD, PHONE
+from tests.browser.conftest import Tab as BrowserTab
 from tests.conftest import process_bundle
 from tests.integration.test_designer import BPMN, KEY, reminder_bundle
-
-PASSWORD = "s3cret-pass"
-PHONE = {"width": 375, "height": 812}
-DESKTOP = {"width": 1280, "height": 900}
 
 pytestmark = pytest.mark.slow
 
@@ -37,45 +35,11 @@ def modeler_files(live_server):
         pytest.skip(f"bpmn-js is not vendored (run make install with npm): {missing}")
 
 
-class Tab:
-    """One browser tab of a logged-in designer, with the JavaScript errors it met."""
+class Tab(BrowserTab):
+    """One browser tab of a logged-in designer; console errors count too; screenshots designer-*.png."""
 
-    def __init__(self, browser, base: str, shots: Path, viewport) -> None:
-        self.base, self.shots, self.viewport = base, shots, viewport
-        self.context = browser.new_context(viewport=viewport, locale="zh-CN")
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda exc: self.errors.append(f"{self.page.url}: {exc}"))
-        self.page.on(
-            "console",
-            lambda msg: (
-                self.errors.append(msg.text)
-                if msg.type == "error" and "Failed to load resource" not in msg.text
-                else None
-            ),
-        )
-
-    def goto(self, path: str) -> None:
-        self.page.goto(self.base + path)
-
-    def log_in(self, username: str) -> None:
-        self.goto("/login")
-        self.page.fill("#username", username)
-        self.page.fill("#password", PASSWORD)
-        self.page.click("form.stack button[type=submit]")
-        self.page.wait_for_url(self.base + "/inbox")
-
-    def check(self, name: str, *, fits: bool = True) -> None:
-        """Screenshot the page; unless told otherwise make sure nothing is wider than the screen."""
-        self.page.screenshot(path=str(self.shots / f"designer-{name}.png"), full_page=True)
-        if fits:
-            width = self.page.evaluate("document.documentElement.scrollWidth")
-            screen = self.viewport["width"]
-            assert width <= screen, f"{name}: {width}px wide on a {screen}px screen"
-
-    def close(self) -> None:
-        self.context.close()
-        assert not self.errors, self.errors
+    prefix = "designer-"
+    console_errors = True
 
 
 def test_upload_error_marked_then_fixed_in_the_modeler(

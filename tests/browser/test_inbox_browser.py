@@ -8,11 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import DESKTOP, PASSWORD, PHONE, Tab
 from tests.conftest import process_bundle
-
-PASSWORD = "s3cret-pass"
-PHONE = {"width": 375, "height": 812}
-DESKTOP = {"width": 1280, "height": 900}
 
 pytestmark = pytest.mark.slow
 
@@ -47,45 +44,13 @@ def raise_claim(eng, key: str, *, fill: bool = True):
     return task
 
 
-class Phone:
-    """One person's browser tab, with the JavaScript errors it met."""
+class Phone(Tab):
+    """A tab on a phone unless told otherwise; console errors count too."""
+
+    console_errors = True
 
     def __init__(self, browser, base: str, shots: Path, viewport=PHONE) -> None:
-        self.base, self.shots, self.viewport = base, shots, viewport
-        self.context = browser.new_context(viewport=viewport, locale="zh-CN")
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        self.page.on(
-            "console",
-            lambda msg: (
-                self.errors.append(msg.text)
-                if msg.type == "error" and "Failed to load resource" not in msg.text
-                else None
-            ),
-        )
-
-    def goto(self, path: str) -> None:
-        self.page.goto(self.base + path)
-
-    def log_in(self, username: str) -> None:
-        self.goto("/login")
-        self.page.fill("#username", username)
-        self.page.fill("#password", PASSWORD)
-        self.page.click("form.stack button[type=submit]")
-        self.page.wait_for_url(self.base + "/inbox")
-
-    def check(self, name: str) -> None:
-        """Screenshot the whole page, and make sure nothing is wider than the screen."""
-        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
-        width = self.page.evaluate("document.documentElement.scrollWidth")
-        assert width <= self.viewport["width"], (
-            f"{name}: {width}px wide on a {self.viewport['width']}px screen"
-        )
-
-    def close(self) -> None:
-        self.context.close()
-        assert not self.errors, self.errors
+        super().__init__(browser, base, shots, viewport)
 
 
 def test_walk_from_login_to_done_on_a_phone(browser, live_server, company, screenshots):

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import PASSWORD, PHONE
+from tests.browser.conftest import Tab as BrowserTab
 from tests.conftest import process_bundle
-
-PASSWORD = "s3cret-pass"
-PHONE = {"width": 375, "height": 812}
-DESKTOP = {"width": 1280, "height": 900}
 
 pytestmark = pytest.mark.slow
 
@@ -45,40 +43,14 @@ def raise_claim(eng, key: str, *, fill: bool):
     return instance
 
 
-class Tab:
-    """One person's browser tab, with the JavaScript errors it met."""
+class Tab(BrowserTab):
+    """One person's browser tab; screenshots manage-*.png."""
 
-    def __init__(self, browser, base: str, shots: Path, viewport=DESKTOP) -> None:
-        self.base, self.shots, self.viewport = base, shots, viewport
-        self.context = browser.new_context(viewport=viewport, locale="zh-CN")
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-
-    def goto(self, path: str) -> None:
-        self.page.goto(self.base + path)
-
-    def log_in(self, username: str) -> None:
-        self.goto("/login")
-        self.page.fill("#username", username)
-        self.page.fill("#password", PASSWORD)
-        self.page.click("form.stack button[type=submit]")
-        self.page.wait_for_url(self.base + "/inbox")
-
-    def check(self, name: str) -> None:
-        self.page.screenshot(path=str(self.shots / f"manage-{name}.png"), full_page=True)
-        width = self.page.evaluate("document.documentElement.scrollWidth")
-        assert width <= self.viewport["width"], (
-            f"{name}: {width}px wide on a {self.viewport['width']}px screen"
-        )
+    prefix = "manage-"
 
     def inbox_titles(self) -> list[str]:
         self.goto("/inbox")
         return self.page.locator("ul.task-list a.title").all_inner_texts()
-
-    def close(self) -> None:
-        self.context.close()
-        assert not self.errors, self.errors
 
 
 def test_find_by_business_key_see_the_step_move_it_and_the_inboxes_follow(

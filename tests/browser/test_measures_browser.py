@@ -11,11 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.context import utcnow
+from tests.browser.conftest import DESKTOP, PASSWORD, PHONE, Tab
 from tests.conftest import Clock, process_bundle
-
-PASSWORD = "s3cret-pass"
-PHONE = {"width": 375, "height": 812}
-DESKTOP = {"width": 1280, "height": 900}
 
 pytestmark = pytest.mark.slow
 
@@ -57,36 +54,9 @@ def history(live_server):
     return eng
 
 
-class Tab:
-    def __init__(self, browser, base: str, viewport: dict) -> None:
-        self.base, self.viewport = base, viewport
-        self.context = browser.new_context(viewport=viewport, locale="zh-CN")
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-
-    def log_in(self, username: str) -> None:
-        self.page.goto(self.base + "/login")
-        self.page.fill("#username", username)
-        self.page.fill("#password", PASSWORD)
-        self.page.click("form.stack button[type=submit]")
-        self.page.wait_for_url(self.base + "/inbox")
-
-    def shot(self, folder: Path, name: str) -> None:
-        self.page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
-        width = self.page.evaluate("document.documentElement.scrollWidth")
-        assert width <= self.viewport["width"], (
-            f"{name}: {width}px wide on a {self.viewport['width']}px screen"
-        )
-
-    def close(self) -> None:
-        self.context.close()
-        assert not self.errors, self.errors
-
-
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_dashboard_with_heat_map(browser, live_server, history, screenshots, viewport):
-    tab = Tab(browser, live_server.url, viewport)
+    tab = Tab(browser, live_server.url, screenshots, viewport)
     page = tab.page
     tab.log_in("wang")
     page.click("nav a[href='/measures/']")
@@ -103,5 +73,5 @@ def test_dashboard_with_heat_map(browser, live_server, history, screenshots, vie
         assert hot.count() == 1
         assert page.locator("#heatmap .heat-badge").count() == 3
     name = "measures-dashboard-" + ("desktop" if viewport is DESKTOP else "phone")
-    tab.shot(screenshots, name)
+    tab.check(name)
     tab.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from samples.company import DEMO_PASSWORD, PEOPLE, VENDOR
+from tests.browser.conftest import Tab
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -60,24 +61,15 @@ def sqlite_template(sqlite_template, tmp_path_factory) -> Path:
     return path
 
 
-class Person:
-    """One demo user's own browser window, with the JavaScript errors it met."""
+class Person(Tab):
+    """One demo user's own browser window (logged in with the demo password unless ``username`` is None),
+    with the JavaScript errors it met."""
 
     def __init__(self, browser, server, shots: Path, username: str | None) -> None:
-        self.base, self.shots, self.viewer = server.url, shots, _has_viewer(server)
-        self.context = browser.new_context(viewport=DESKTOP, locale="zh-CN")
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        super().__init__(browser, server.url, shots, DESKTOP)
+        self.viewer = _has_viewer(server)
         if username:
-            self.goto("/login")
-            self.page.fill("#username", username)
-            self.page.fill("#password", DEMO_PASSWORD)
-            self.page.click("form.stack button[type=submit]")
-            self.page.wait_for_url(self.base + "/inbox")
-
-    def goto(self, path: str) -> None:
-        self.page.goto(self.base + path)
+            self.log_in(username, DEMO_PASSWORD)
 
     def click(self, locator, url: str) -> None:
         """Follow a link or press a button, and wait for the page it leads to (a regex or a path)."""
@@ -115,10 +107,6 @@ class Person:
                 DOCS.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, DOCS / f"{name}-{width}.png")
         page.set_viewport_size(DESKTOP)
-
-    def close(self) -> None:
-        self.context.close()
-        assert not self.errors, self.errors
 
 
 def _has_viewer(server) -> bool:

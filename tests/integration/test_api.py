@@ -9,8 +9,8 @@ import pytest
 
 from tests import bpmn_builders as b
 from tests.conftest import process_bundle
-
-PASSWORD = "s3cret-pass"
+from tests.integration.web_support import PASSWORD
+from tests.integration.web_support import Api as JsonApi
 
 
 @pytest.fixture
@@ -37,17 +37,8 @@ def org(app):
     return identity
 
 
-class Api:
-    """A logged-in API caller: bearer token from POST /auth/token."""
-
-    def __init__(self, client, username: str) -> None:
-        self.client = client
-        answer = client.post("/api/v1/auth/token", json={"username": username, "password": PASSWORD})
-        assert answer.status_code == 201, answer.get_json()
-        self.headers = {"Authorization": f"Bearer {answer.get_json()['token']}"}
-
-    def get(self, path: str, **kw):
-        return self.client.get(f"/api/v1{path}", headers=self.headers, **kw)
+class Api(JsonApi):
+    """A logged-in API caller whose posts take the test client's own arguments (json=, data=)."""
 
     def post(self, path: str, **kw):
         return self.client.post(f"/api/v1{path}", headers=self.headers, **kw)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import process_bundle
+from tests.integration.web_support import PASSWORD
+from tests.integration.web_support import Session as BaseSession
 
-PASSWORD = "s3cret-pass"
 KEY = "expense_approval"
 BPMN = "expense_approval.bpmn"
 
@@ -82,31 +83,8 @@ def org(eng):
     return identity
 
 
-class Session:
-    """A logged-in test client that sends the session's CSRF token with every form."""
-
-    def __init__(self, app, username: str) -> None:
-        self.client = app.test_client()
-        answer = self.post("/login", {"username": username, "password": PASSWORD})
-        assert answer.status_code == 302, answer.get_data(as_text=True)
-
-    def token(self) -> str:
-        with self.client.session_transaction() as session:
-            if "csrf_token" in session:
-                return session["csrf_token"]
-        page = self.client.get("/login").get_data(as_text=True)
-        return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-    def get(self, path: str, **kw):
-        return self.client.get(path, **kw)
-
-    def html(self, path: str) -> str:
-        answer = self.client.get(path)
-        assert answer.status_code == 200, (path, answer.status_code, answer.get_data(as_text=True)[:500])
-        return answer.get_data(as_text=True)
-
-    def post(self, path: str, data: dict | None = None, **kw):
-        return self.client.post(path, data={**(data or {}), "csrf_token": self.token()}, **kw)
+class Session(BaseSession):
+    """A logged-in designer's session, which can upload bundles."""
 
     def upload(self, files: dict[str, bytes], action: str = "deploy", **kw):
         from io import BytesIO

@@ -13,11 +13,12 @@ import pytest
 
 import engine.tasks
 import web.inbox
+import web.pages
 from engine.errors import NotFoundError
 from tests import bpmn_builders as b
 from tests.conftest import ROOT, process_bundle
+from tests.integration.web_support import PASSWORD, Session
 
-PASSWORD = "s3cret-pass"
 REVIEW_FORM = b"""{
   "title": "Review", "type": "object", "required": ["decision", "reason"],
   "properties": {
@@ -66,34 +67,6 @@ def org(eng):
     identity.create_user("qian", PASSWORD, role="manager", groups=["finance"], create_missing=True)
     eng.repository.deploy(process_bundle("expense_approval"), deployed_by="designer")
     return identity
-
-
-class Session:
-    """One person's browser session: a logged-in test client that sends the CSRF token with forms."""
-
-    def __init__(self, app, username: str | None = None) -> None:
-        self.client = app.test_client()
-        if username:
-            answer = self.post("/login", {"username": username, "password": PASSWORD})
-            assert answer.status_code == 302, answer.get_data(as_text=True)
-
-    def token(self) -> str:
-        with self.client.session_transaction() as session:
-            if "csrf_token" in session:
-                return session["csrf_token"]
-        page = self.client.get("/login").get_data(as_text=True)
-        return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-    def get(self, path: str, **kw):
-        return self.client.get(path, **kw)
-
-    def html(self, path: str) -> str:
-        answer = self.client.get(path)
-        assert answer.status_code == 200, (path, answer.status_code)
-        return answer.get_data(as_text=True)
-
-    def post(self, path: str, data: dict | None = None, **kw):
-        return self.client.post(path, data={**(data or {}), "csrf_token": self.token()}, **kw)
 
 
 @pytest.fixture
@@ -183,11 +156,11 @@ def test_task_page_summary_timeline_steps_and_diagram(eng, login, monkeypatch):
     xml = wang.get(f"/tasks/{task.id}/diagram.bpmn")
     assert xml.status_code == 200 and xml.mimetype == "application/xml" and b"manager_approval" in xml.data
     assert "sandbox" in xml.headers["Content-Security-Policy"]
-    monkeypatch.setattr(web.inbox, "_viewer_available", lambda: True)
+    monkeypatch.setattr(web.pages, "viewer_available", lambda: True)
     with_viewer = wang.html(f"/tasks/{task.id}")
     assert 'id="diagram"' in with_viewer and 'data-current="manager_approval"' in with_viewer
     assert "diagram.js" in with_viewer and "<script>" not in with_viewer  # no inline scripts
-    monkeypatch.setattr(web.inbox, "_viewer_available", lambda: False)
+    monkeypatch.setattr(web.pages, "viewer_available", lambda: False)
     assert 'id="diagram"' not in wang.html(f"/tasks/{task.id}")
 
 

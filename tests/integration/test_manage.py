@@ -15,8 +15,8 @@ import pytest
 from engine.errors import ConflictError, ValidationError
 from tests import bpmn_builders as b
 from tests.conftest import process_bundle
-
-PASSWORD = "s3cret-pass"
+from tests.integration.web_support import PASSWORD, Api
+from tests.integration.web_support import Session as Browser
 
 
 @pytest.fixture
@@ -45,46 +45,6 @@ def org(eng):
     identity.set_department_manager("财务部", "qian")
     eng.repository.deploy(process_bundle("expense_approval"), deployed_by="admin")
     return identity
-
-
-class Browser:
-    """One person's session: a logged-in test client that sends the CSRF token with forms."""
-
-    def __init__(self, app, username: str) -> None:
-        self.client = app.test_client()
-        answer = self.post("/login", {"username": username, "password": PASSWORD})
-        assert answer.status_code == 302, answer.get_data(as_text=True)
-
-    def token(self) -> str:
-        with self.client.session_transaction() as session:
-            if "csrf_token" in session:
-                return session["csrf_token"]
-        page = self.client.get("/login").get_data(as_text=True)
-        return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-    def get(self, path: str):
-        return self.client.get(path)
-
-    def html(self, path: str) -> str:
-        answer = self.client.get(path)
-        assert answer.status_code == 200, (path, answer.status_code)
-        return answer.get_data(as_text=True)
-
-    def post(self, path: str, data: dict | None = None):
-        return self.client.post(path, data={**(data or {}), "csrf_token": self.token()})
-
-
-class Api:
-    def __init__(self, client, username: str) -> None:
-        answer = client.post("/api/v1/auth/token", json={"username": username, "password": PASSWORD})
-        assert answer.status_code == 201, answer.get_json()
-        self.client, self.headers = client, {"Authorization": f"Bearer {answer.get_json()['token']}"}
-
-    def get(self, path: str):
-        return self.client.get(f"/api/v1{path}", headers=self.headers)
-
-    def post(self, path: str, body: dict | None = None):
-        return self.client.post(f"/api/v1{path}", headers=self.headers, json=body or {})
 
 
 @pytest.fixture
@@ -196,11 +156,11 @@ class TestInstanceList:
 
 class TestInstancePage:
     def test_diagram_timeline_variables_masked_comments_and_audit(self, eng, login, monkeypatch):
-        import web.manage
+        import web.pages
 
         instance = claim(eng, "E-1")
         eng.tasks.add_comment(instance.id, "please hurry", author="li")
-        monkeypatch.setattr(web.manage, "_viewer_available", lambda: True)
+        monkeypatch.setattr(web.pages, "viewer_available", lambda: True)
         page = login("wang").html(f"/manage/instances/{instance.id}")
         assert 'data-current="manager_approval"' in page and "start" in re.search(
             r'data-done="([^"]*)"', page

@@ -9,8 +9,7 @@ import re
 import pytest
 
 from tests import bpmn_builders as b
-
-PASSWORD = "s3cret-pass"
+from tests.integration.web_support import PASSWORD, Api
 
 
 @pytest.fixture
@@ -35,27 +34,6 @@ def org(eng):
     identity.set_department_manager("销售部", "wang")
     identity.set_department_manager("财务部", "qian")
     return identity
-
-
-class Api:
-    def __init__(self, client, username: str) -> None:
-        self.client = client
-        answer = client.post("/api/v1/auth/token", json={"username": username, "password": PASSWORD})
-        assert answer.status_code == 201, answer.get_json()
-        self.headers = {"Authorization": f"Bearer {answer.get_json()['token']}"}
-
-    def get(self, path: str):
-        return self.client.get(f"/api/v1{path}", headers=self.headers)
-
-    def post(self, path: str, body: dict | None = None):
-        return self.client.post(f"/api/v1{path}", headers=self.headers, json=body or {})
-
-    def patch(self, path: str, body: dict):
-        return self.client.patch(f"/api/v1{path}", headers=self.headers, json=body)
-
-    def ok(self, answer, status: int = 200) -> dict:
-        assert answer.status_code == status, answer.get_json()
-        return answer.get_json()
 
 
 @pytest.fixture

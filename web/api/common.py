@@ -53,6 +53,23 @@ def paged(query: Query, schema: Schema, *, count: bool = True) -> dict[str, Any]
     return body
 
 
+def paged_ahead(query: Query, schema: Schema) -> dict[str, Any]:
+    """One page of ``query`` read one row past its end: ``has_more`` says whether another page follows
+    without counting (a count over a large table costs more than the page); ``total`` only with
+    ``count=true``."""
+    page, size = page_args()
+    found = query.list(limit=size + 1, offset=page * size)
+    body: dict[str, Any] = {
+        "items": schema.dump(found[:size], many=True),
+        "page": page,
+        "size": size,
+        "has_more": len(found) > size,
+    }
+    if request.args.get("count", "").lower() in ("1", "true", "yes"):
+        body["total"] = query.count()
+    return body
+
+
 def choice(name: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
     value = request.args.get(name, default)
     if value is not None and value not in allowed:

@@ -14,7 +14,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from engine.errors import ConflictError, NotAllowedError, NotFoundError, ValidationError
 from web.access import instance_query, manageable_instance, visible_instance
-from web.api.common import choice, load, page_args, paged
+from web.api.common import choice, load, paged, paged_ahead
 from web.api.schemas import (
     InstanceDetailSchema,
     InstanceSchema,
@@ -148,14 +148,7 @@ def list_instances():
         return paged(filtered(principal, flt, instance_query(principal)), INSTANCE)
     if principal.role != "manager" and not principal.is_admin:
         raise NotAllowedError("scope=managed is for managers and administrators")
-    query = filtered(principal, flt)
-    page, size = page_args()
-    found = query.list(limit=size + 1, offset=page * size)  # one more row: is there another page?
-    body = {"items": INSTANCE.dump(found[:size], many=True), "page": page, "size": size}
-    body["has_more"] = len(found) > size
-    if request.args.get("count", "").lower() in ("1", "true", "yes"):
-        body["total"] = query.count()
-    return body
+    return paged_ahead(filtered(principal, flt), INSTANCE)
 
 
 @bp.get("/<instance_id>")

@@ -22,7 +22,7 @@ from engine.records import (
     TICKET_STATUSES,
     TICKET_TYPES,
 )
-from web.api.common import load, page_args
+from web.api.common import load, paged_ahead
 from web.api.schemas import InstanceSchema
 from web.records import (
     RESOURCES,
@@ -315,17 +315,7 @@ def list_records(resource: str):
         query.search(request.args["q"][:100])
     if request.args.get("owner"):
         query.owner(request.args["owner"])
-    page, size = page_args()
-    found = query.newest_first().list(limit=size + 1, offset=page * size)
-    body = {
-        "items": OUTPUT[kind].dump(found[:size], many=True),
-        "page": page,
-        "size": size,
-        "has_more": len(found) > size,
-    }
-    if request.args.get("count", "").lower() in ("1", "true", "yes"):
-        body["total"] = query.count()
-    return body
+    return paged_ahead(query.newest_first(), OUTPUT[kind])
 
 
 @bp.post(f"/{RESOURCE}")

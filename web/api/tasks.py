@@ -6,7 +6,7 @@ from flask import Blueprint, request
 
 from engine.errors import ValidationError
 from web.access import SCOPES, actionable_task, task_query, visible_task
-from web.api.common import choice, load, page_args
+from web.api.common import choice, load, paged_ahead
 from web.api.schemas import (
     CommentInput,
     CommentSchema,
@@ -57,17 +57,7 @@ def list_tasks():
         "created": query.order_by_created,
         "completed": query.order_by_completed,
     }[sort]()
-    page, size = page_args()
-    found = query.list(limit=size + 1, offset=page * size)  # one more row: is there another page?
-    body = {
-        "items": TASK.dump(found[:size], many=True),
-        "page": page,
-        "size": size,
-        "has_more": len(found) > size,
-    }
-    if request.args.get("count", "").lower() in ("1", "true", "yes"):
-        body["total"] = query.count()
-    return body
+    return paged_ahead(query, TASK)
 
 
 @bp.get("/<task_id>")
