@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 
 from engine.context import EngineConfig
-from engine.db import Database, configure_engine, normalize_url
+from engine.db import Database, configure_engine, engine_options, normalize_url
 from engine.facade import Engine
 from integrations.catalog import default_connectors
 from web import errors, i18n
@@ -24,6 +24,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
     app.config["SQLALCHEMY_DATABASE_URI"] = normalize_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
+        app.config["SQLALCHEMY_DATABASE_URI"], app.config.get("SQLALCHEMY_ENGINE_OPTIONS")
+    )
     db.init_app(app)
     with app.app_context():
         database = Database(configure_engine(db.engine))
