@@ -136,7 +136,9 @@ def links():
     principal = current_principal()
     offered = engine().tasks.query().offered_to(principal.username, principal.groups).open()
     tasks = [t for t in offered.order_by_created().list(limit=500) if t.lane == VENDOR_LANE]
-    return render_template("vendor/links.html", tasks=tasks)
+    # which ticket each step belongs to: its number and subject, so several can be told apart
+    instances = {i: engine().runtime.get(i, with_variables=True) for i in {t.instance_id for t in tasks}}
+    return render_template("vendor/links.html", tasks=tasks, instances=instances)
 
 
 @bp.route("/vendor/tasks/<task_id>/link", methods=["GET", "POST"])

@@ -277,6 +277,7 @@ class TestVendorLink:
         agent = callers["zhouxin"]
         listed = agent.client.get("/vendor/links", headers=agent.headers).get_data(as_text=True)
         assert f"/vendor/tasks/{task['id']}/link" in listed
+        assert "T-1 · 打印机卡纸 Printer jams" in listed  # which ticket: its number and subject
         page = agent.client.get(f"/vendor/tasks/{task['id']}/link", headers=agent.headers)
         html = page.get_data(as_text=True)
         assert page.status_code == 200 and 'value="ACME 维修"' in html
