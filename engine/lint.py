@@ -912,10 +912,21 @@ class _Analyser:
         elif called in self.process_files:
             message = f"called process {called!r} is not executable (isExecutable=\"false\")"
             self.add(name, message, element=task)
-        else:
+        elif self.available:
             self.add(
                 name,
                 f"called process {called!r} is neither in this bundle nor deployed",
+                element=task,
+            )
+        else:
+            # Deployment (RepositoryService) passes no other deployments: a definition loads from its
+            # own bundle only, so a process deployed separately cannot be called either.
+            known = ", ".join(sorted(self.executable)) or "none"
+            self.add(
+                name,
+                f"called process {called!r} is not in this bundle (its processes: {known}); a call "
+                "activity can only call a process deployed with it: add that process's BPMN file to the "
+                "bundle, even if it is deployed already",
                 element=task,
             )
 

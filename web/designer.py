@@ -145,10 +145,15 @@ def _text(content: bytes) -> str | None:
 
 def _marked(problems: Iterable[Problem], shapes: Mapping[str, str], *, errors: bool) -> str:
     """The diagram ids the problems of one severity are drawn on, space-separated (for data-errors)."""
-    return " ".join(sorted({
-        shapes[p.element_id] for p in problems
-        if p.element_id in shapes and (p.severity == "error") == errors
-    }))
+    return " ".join(
+        sorted(
+            {
+                shapes[p.element_id]
+                for p in problems
+                if p.element_id in shapes and (p.severity == "error") == errors
+            }
+        )
+    )
 
 
 def _report_files(files: Mapping[str, bytes], report: BundleReport) -> list[dict[str, Any]]:
@@ -184,13 +189,19 @@ def _deployed_message(result: DeploymentResult) -> list[str]:
     for definition in result.definitions:
         if definition.key in result.new_versions:
             lines.append(
-                _("%(process)s deployed as version %(version)s.",
-                  process=definition.name or definition.key, version=definition.version)
+                _(
+                    "%(process)s deployed as version %(version)s.",
+                    process=definition.name or definition.key,
+                    version=definition.version,
+                )
             )
         else:
             lines.append(
-                _("%(process)s is identical to version %(version)s: nothing new was deployed.",
-                  process=definition.name or definition.key, version=definition.version)
+                _(
+                    "%(process)s is identical to version %(version)s: nothing new was deployed.",
+                    process=definition.name or definition.key,
+                    version=definition.version,
+                )
             )
     for warning in result.warnings:
         lines.append(_("Warning: %(file)s: %(message)s", file=warning.file, message=warning.message))
@@ -309,11 +320,28 @@ def form_preview(key: str, version: int, element_id: str):
 # Modeler
 
 
+def _bundle_processes(files: Iterable[tuple[str, bytes]]) -> list[dict[str, str]]:
+    """The executable processes of the bundle's other BPMN files: what a call activity may call (a
+    definition loads from its own bundle only); the page adds the processes of the modelled file."""
+    found = []
+    for name, content in files:
+        if file_kind(name) != "bpmn":
+            continue
+        try:
+            root = parse_xml(content)
+        except UnsafeXml:
+            continue
+        for process in root.iterfind(f"{{{BPMN_NS}}}process"):
+            if process.get("id") and process.get("isExecutable") != "false":
+                found.append({"id": process.get("id"), "name": process.get("name") or "", "file": name})
+    return found
+
+
 def _modeler_page(
     *,
     xml: str,
     filename: str,
-    companions: list[tuple[str, str]],
+    companions: list[tuple[str, bytes]],
     title: str,
     base: ProcessDefinition | None = None,
     problems: list[dict[str, Any]] | None = None,
@@ -341,6 +369,19 @@ def _modeler_page(
         "timerExpression": _("Expression"),
         "timerHint": _('A Python expression: quote literals, e.g. "PT2H", "P2D" or "R3/PT1H".'),
         "condition": _("Condition (Python expression)"),
+        "script": _("Script (Python)"),
+        "scriptHint": _(
+            "Runs in a sandbox: no import, no names starting with _, no open() or eval(). "
+            "Checked when you save."
+        ),
+        "calledElement": _("Called process (process key)"),
+        "calledElementHint": _(
+            "A process of this bundle (this file or its other BPMN files): a process deployed in "
+            "another bundle cannot be called."
+        ),
+        "calledUnknown": _(
+            "%(process)s is not a process of this bundle: saving will be refused.", process="{process}"
+        ),
         "nothing": _("Select an element to edit it."),
         "saving": _("Validating and deploying..."),
         "deployed": _("Deployed as version %(version)s.", version="{version}"),
@@ -356,7 +397,8 @@ def _modeler_page(
         modeler=_modeler_available(),
         xml=xml,
         filename=filename,
-        companions=companions,
+        companions=_carried(companions),
+        bundle_processes=_bundle_processes(companions),
         title=title,
         base=base,
         camunda=camunda,
@@ -380,7 +422,7 @@ def modeler_version(key: str, version: int):
     definition = repository.version(key, version)
     files = repository.files(definition.id)
     filename, content = repository.process_file(key, version)
-    companions = _carried([(n, c) for n, c in sorted(files.items()) if n != filename])
+    companions = [(n, c) for n, c in sorted(files.items()) if n != filename]
     return _modeler_page(
         xml=_text(content) or "",
         filename=filename,
@@ -444,7 +486,7 @@ def modeler_open():
     return _modeler_page(
         xml=request.form.get("xml", ""),
         filename=model.filename,
-        companions=_carried(_posted_companions()),
+        companions=_posted_companions(),
         title=_("Fix %(file)s", file=model.filename),
         problems=model.problems(),
     )

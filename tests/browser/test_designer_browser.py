@@ -1,7 +1,9 @@
 """The process designer in real headless Chromium: a designer uploads a bundle whose reminder timer is an
 unquoted ``PT2H``, sees the timer marked on the diagram, opens the file in the modeler, saves once
 (refused, the element marked again), fixes the expression in the side panel and saves through the
-page's button: version 2 is deployed. The list and upload pages fit a 375 px phone screen.
+page's button: version 2 is deployed. The side panel also edits a user task's people, a script task's
+Python (a script the sandbox refuses is named on the page) and a call activity's called process (one
+outside the bundle is refused). The list and upload pages fit a 375 px phone screen.
 Screenshots: test-artifacts/screenshots/designer-*.png."""
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pytest
 from tests.browser.conftest import DESKTOP, PASSWORD, PHONE
 from tests.browser.conftest import Tab as BrowserTab
 from tests.conftest import process_bundle
-from tests.integration.test_designer import BPMN, KEY, reminder_bundle
+from tests.integration.test_designer import BPMN, CALLER, KEY, call_bundle, reminder_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +31,15 @@ def designer(live_server):
 @pytest.fixture
 def modeler_files(live_server):
     static = Path(live_server.app.static_folder, "vendor")
-    missing = [n for n in ("bpmn-modeler.production.min.js", "bpmn-navigated-viewer.production.min.js",
-                           "camunda-moddle.json") if not (static / n).is_file()]
+    missing = [
+        n
+        for n in (
+            "bpmn-modeler.production.min.js",
+            "bpmn-navigated-viewer.production.min.js",
+            "camunda-moddle.json",
+        )
+        if not (static / n).is_file()
+    ]
     if missing:
         pytest.skip(f"bpmn-js is not vendored (run make install with npm): {missing}")
 
@@ -168,4 +177,99 @@ def test_side_panel_edits_a_user_task_and_the_process_key(
     phone.page.press("#mp-processKey", "Enter")
     assert phone.page.locator("#mp-processKey-error").is_visible()
     phone.check("09-modeler-new-phone")
+    phone.close()
+
+
+AUDIT = "payment_audit"
+NOTE_SCRIPT = 'returned_comment = "无法登记 Cannot record: " + problem'
+
+
+@pytest.fixture
+def audit(designer):
+    designer.repository.deploy(process_bundle(AUDIT), deployed_by="sun")
+    return designer
+
+
+def test_side_panel_edits_a_script_task(browser, live_server, audit, modeler_files, screenshots):
+    desk = Tab(browser, live_server.url, screenshots, DESKTOP)
+    page = desk.page
+    desk.log_in("sun")
+    desk.goto(f"/designer/processes/{AUDIT}/versions/1/modeler")
+    page.locator("#modeler.modeler-ready").wait_for()
+    page.click('#modeler-canvas [data-element-id="note_problem"]')
+    script = page.locator("#mp-script")
+    assert script.evaluate("e => e.tagName") == "TEXTAREA"
+    assert "monospace" in script.evaluate("e => getComputedStyle(e).fontFamily")
+    assert script.input_value() == NOTE_SCRIPT
+    edited = 'reason = problem.strip()\nreturned_comment = "无法登记 Cannot record: " + reason\n'
+    script.fill(edited)
+    script.press("Tab")  # the panel applies an edit when the field is left
+    desk.check("13-modeler-script")
+    page.click("#modeler-save")
+    page.locator("#modeler-status.ok").wait_for()
+    assert "第 2 版" in page.locator("#modeler-status").inner_text()
+
+    answer = page.request.get(f"{live_server.url}/api/v1/process-definitions/{AUDIT}/versions/2/xml")
+    assert answer.status == 200
+    xml = answer.text()
+    assert "reason = problem.strip()" in xml and '"无法登记 Cannot record: " + reason' in xml
+    assert NOTE_SCRIPT not in xml
+    [change] = audit.repository.diff(AUDIT, 1, 2).changed
+    assert change.id == "note_problem" and [c.field for c in change.changes] == ["script"]
+    desk.close()
+
+
+def test_a_script_the_sandbox_refuses_is_named_on_the_page(
+    browser, live_server, audit, modeler_files, screenshots
+):
+    phone = Tab(browser, live_server.url, screenshots, PHONE)
+    page = phone.page
+    phone.log_in("sun")
+    phone.goto(f"/designer/processes/{AUDIT}/versions/1/modeler")
+    page.locator("#modeler.modeler-ready").wait_for()
+    page.click('#modeler-canvas [data-element-id="note_problem"]')
+    page.fill("#mp-script", "import os\n" + NOTE_SCRIPT)
+    page.locator("#mp-script").press("Tab")
+    page.click("#modeler-save")
+    page.locator("#modeler-status.error").wait_for()
+    problems = page.locator("#modeler-problems").inner_text()
+    assert "note_problem" in problems and "说明问题 Note the problem" in problems
+    assert "refused by the script sandbox" in problems and "import" in problems
+    assert page.locator('#modeler-canvas [data-element-id="note_problem"].designer-error').count() == 1
+    phone.check("14-modeler-script-refused-phone")
+    assert audit.repository.latest(AUDIT).version == 1
+    phone.close()
+
+
+def test_side_panel_edits_a_call_activity(browser, live_server, designer, modeler_files, screenshots):
+    designer.repository.deploy(call_bundle("purchase_payment"), deployed_by="sun")
+    phone = Tab(browser, live_server.url, screenshots, PHONE)
+    page = phone.page
+    phone.log_in("sun")
+    phone.goto(f"/designer/processes/{CALLER}/versions/1/modeler")
+    page.locator("#modeler.modeler-ready").wait_for()
+    page.click('#modeler-canvas [data-element-id="pay"]')
+    called = page.locator("#mp-calledElement")
+    assert called.input_value() == "purchase_payment"
+    offered = page.locator("#modeler-processes option").evaluate_all("os => os.map(o => o.value)")
+    assert offered == ["purchase_payment"]
+    assert page.locator("#mp-calledElement-error").is_hidden()
+
+    called.fill(KEY)  # deployed, but in another bundle
+    called.press("Enter")
+    assert page.locator("#mp-calledElement-error").is_visible()
+    assert KEY in page.locator("#mp-calledElement-error").inner_text()
+    phone.check("15-modeler-call-phone")
+    page.click("#modeler-save")
+    page.locator("#modeler-status.error").wait_for()
+    problems = page.locator("#modeler-problems").inner_text()
+    assert f"called process '{KEY}' is not in this bundle" in problems and "付款 Pay" in problems
+    assert designer.repository.latest(CALLER).version == 1
+
+    page.locator("#mp-calledElement").fill("purchase_payment")
+    page.locator("#mp-calledElement").press("Enter")
+    page.click("#modeler-save")
+    page.locator("#modeler-status.ok").wait_for()
+    assert "第 2 版" in page.locator("#modeler-status").inner_text()  # the modeler rewrote the XML
+    assert b'calledElement="purchase_payment"' in designer.repository.process_file(CALLER, 2)[1]
     phone.close()

@@ -6,6 +6,7 @@ may see any of it (designers and administrators; employees and managers get 403)
 from __future__ import annotations
 
 import base64
+import json
 import re
 from html import unescape
 from pathlib import Path
@@ -65,6 +66,64 @@ def reminder_bundle(expression: str) -> dict[str, bytes]:
     return {**files, BPMN: xml.encode()}
 
 
+CALLER = "purchase"
+
+
+def call_bundle(called: str) -> dict[str, bytes]:
+    """A purchase (start, call activity ``pay``, end; drawn) calling ``called``, and in its own file the
+    ``purchase_payment`` process of the same bundle, which it may call."""
+    caller = f"""<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+                  xmlns:bpmndi="http://www.omg.org/spec/BPMN/20100524/DI"
+                  xmlns:dc="http://www.omg.org/spec/DD/20100524/DC"
+                  xmlns:di="http://www.omg.org/spec/DD/20100524/DI"
+                  id="Definitions_purchase" targetNamespace="http://baton.test">
+  <bpmn:process id="{CALLER}" name="采购 Purchase" isExecutable="true">
+    <bpmn:startEvent id="start" />
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="pay" />
+    <bpmn:callActivity id="pay" name="付款 Pay" calledElement="{called}" />
+    <bpmn:sequenceFlow id="f2" sourceRef="pay" targetRef="end" />
+    <bpmn:endEvent id="end" />
+  </bpmn:process>
+  <bpmndi:BPMNDiagram id="BPMNDiagram_purchase">
+    <bpmndi:BPMNPlane id="BPMNPlane_purchase" bpmnElement="{CALLER}">
+      <bpmndi:BPMNShape id="start_di" bpmnElement="start">
+        <dc:Bounds x="152" y="102" width="36" height="36" /></bpmndi:BPMNShape>
+      <bpmndi:BPMNShape id="pay_di" bpmnElement="pay">
+        <dc:Bounds x="240" y="80" width="100" height="80" /></bpmndi:BPMNShape>
+      <bpmndi:BPMNShape id="end_di" bpmnElement="end">
+        <dc:Bounds x="392" y="102" width="36" height="36" /></bpmndi:BPMNShape>
+      <bpmndi:BPMNEdge id="f1_di" bpmnElement="f1">
+        <di:waypoint x="188" y="120" /><di:waypoint x="240" y="120" /></bpmndi:BPMNEdge>
+      <bpmndi:BPMNEdge id="f2_di" bpmnElement="f2">
+        <di:waypoint x="340" y="120" /><di:waypoint x="392" y="120" /></bpmndi:BPMNEdge>
+    </bpmndi:BPMNPlane>
+  </bpmndi:BPMNDiagram>
+</bpmn:definitions>
+"""
+    payment = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL" id="Definitions_payment"
+                  targetNamespace="http://baton.test">
+  <bpmn:process id="purchase_payment" name="采购付款 Purchase payment" isExecutable="true">
+    <bpmn:startEvent id="start" />
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="end" />
+    <bpmn:endEvent id="end" />
+  </bpmn:process>
+</bpmn:definitions>
+"""
+    return {f"{CALLER}.bpmn": caller.encode(), "purchase_payment.bpmn": payment.encode()}
+
+
+def modeler_save(session, files: dict[str, bytes], filename: str):
+    """Post a bundle as the modeler's "save as new version" does: the modelled file and, base64, the rest."""
+    data = {"xml": files[filename].decode(), "filename": filename, "companion_name": [], "companion": []}
+    for name, content in files.items():
+        if name != filename:
+            data["companion_name"].append(name)
+            data["companion"].append(base64.b64encode(content).decode())
+    return session.post("/designer/modeler/deploy", data)
+
+
 @pytest.fixture
 def eng(app):
     return app.extensions["baton.engine"]
@@ -76,8 +135,9 @@ def org(eng):
     identity = eng.identity
     identity.create_user("sun", PASSWORD, role="designer", display_name="Sun Designer", locale="en")
     identity.create_user("admin", PASSWORD, role="admin", locale="en")
-    identity.create_user("li", PASSWORD, role="employee", display_name="李四", groups=["employee"],
-                         create_missing=True)
+    identity.create_user(
+        "li", PASSWORD, role="employee", display_name="李四", groups=["employee"], create_missing=True
+    )
     identity.create_user("wang", PASSWORD, role="manager", groups=["managers"], create_missing=True)
     eng.repository.deploy(process_bundle(KEY), deployed_by="sun")
     return identity
@@ -244,12 +304,7 @@ class TestModelerSave:
         assert 'id="new_process"' in unescape(new) and "vendor/bpmn-modeler.production.min.js" in new
 
     def save(self, session: Session, files: dict[str, bytes]):
-        data = {"xml": files[BPMN].decode(), "filename": BPMN, "companion_name": [], "companion": []}
-        for name, content in files.items():
-            if name != BPMN:
-                data["companion_name"].append(name)
-                data["companion"].append(base64.b64encode(content).decode())
-        return session.post("/designer/modeler/deploy", data)
+        return modeler_save(session, files, BPMN)
 
     def test_refused_save_names_the_shape_then_a_fixed_one_deploys_version_2(self, eng, login):
         sun = login("sun")
@@ -281,14 +336,20 @@ class TestModelerSave:
         assert eng.repository.process_file("leave_request", 1)[0] == "leave_request.bpmn"
 
     def test_posted_xml_opens_in_the_modeler(self, login):
-        html = login("sun").post(
-            "/designer/modeler",
-            {"xml": "<x>PT2H</x>", "filename": BPMN, "companion_name": "a.json", "companion": "e30="},
-        ).get_data(as_text=True)
+        html = (
+            login("sun")
+            .post(
+                "/designer/modeler",
+                {"xml": "<x>PT2H</x>", "filename": BPMN, "companion_name": "a.json", "companion": "e30="},
+            )
+            .get_data(as_text=True)
+        )
         assert "&lt;x&gt;PT2H&lt;/x&gt;" in html and 'data-filename="a.json" value="e30="' in html
         assert "not a BPMN 2.0 document" in unescape(html)  # its problems are listed (and marked) at once
-        refused = login("sun").post("/designer/modeler/deploy", {"xml": "<x/>", "companion_name": "a.json",
-                                                                 "companion": "not base64!"})
+        refused = login("sun").post(
+            "/designer/modeler/deploy",
+            {"xml": "<x/>", "companion_name": "a.json", "companion": "not base64!"},
+        )
         assert refused.status_code == 422
 
     def test_without_the_vendored_modeler_the_page_says_so(self, app, login, tmp_path):
@@ -298,6 +359,49 @@ class TestModelerSave:
         assert "The modeler is not installed on this server" in html and "bpmn-modeler" not in html
         version = sun.html(f"/designer/processes/{KEY}/versions/1")
         assert "/modeler" not in version and "designer-diagram" not in version
+
+
+class TestModelerScriptsAndCalls:
+    """What the side panel edits on script tasks and call activities, refused or deployed at save."""
+
+    def test_a_script_the_sandbox_refuses_names_its_element(self, eng, login):
+        files = process_bundle("payment_audit")
+        eng.repository.deploy(files, deployed_by="sun")
+        script = '<bpmn:script>returned_comment = "无法登记 Cannot record: " + problem</bpmn:script>'
+        xml = files["payment_audit.bpmn"].decode()
+        assert xml.count(script) == 1
+        hostile = script.replace("<bpmn:script>", "<bpmn:script>import os\n")
+        hostile_files = {**files, "payment_audit.bpmn": xml.replace(script, hostile).encode()}
+        answer = modeler_save(login("sun"), hostile_files, "payment_audit.bpmn")
+        assert answer.status_code == 422
+        [problem] = answer.get_json()["problems"]
+        assert (problem["element_id"], problem["shape_id"]) == ("note_problem", "note_problem")
+        assert "refused by the script sandbox" in problem["message"] and "import" in problem["message"]
+        assert eng.repository.latest("payment_audit").version == 1
+
+    def test_modeler_page_offers_the_processes_of_the_bundle(self, eng, login):
+        eng.repository.deploy(call_bundle("purchase_payment"), deployed_by="sun")
+        html = login("sun").html(f"/designer/processes/{CALLER}/versions/1/modeler")
+        offered = re.search(r'id="modeler-bundle-processes">(.*?)</script>', html).group(1)
+        assert json.loads(offered) == [
+            {"id": "purchase_payment", "name": "采购付款 Purchase payment", "file": "purchase_payment.bpmn"}
+        ]
+        assert "Called process (process key)" in html
+
+    def test_a_call_outside_the_bundle_is_refused_with_a_clear_message(self, eng, login):
+        sun = login("sun")
+        for called in ("no_such_process", KEY):  # unknown, and deployed but in another bundle
+            answer = modeler_save(sun, call_bundle(called), f"{CALLER}.bpmn")
+            assert answer.status_code == 422
+            [problem] = answer.get_json()["problems"]
+            assert (problem["element_id"], problem["shape_id"]) == ("pay", "pay")
+            assert problem["message"].startswith(
+                f"called process {called!r} is not in this bundle (its processes: purchase, "
+                "purchase_payment); a call activity can only call a process deployed with it"
+            )
+        answer = modeler_save(sun, call_bundle("purchase_payment"), f"{CALLER}.bpmn")
+        assert answer.status_code == 201, answer.get_json()
+        assert b'calledElement="purchase_payment"' in eng.repository.process_file(CALLER, 1)[1]
 
 
 class TestApi:
@@ -326,7 +430,6 @@ class TestApi:
         assert answer.status_code == 422 and answer.get_json()["error"]["code"] == "invalid"
         assert client.get(f"{base}/{KEY}/versions/9/xml", headers=headers).status_code == 404
         assert client.get(f"{base}/nope/versions/1/xml", headers=headers).status_code == 404
-
 
     def test_described_in_openapi(self, client):
         paths = client.get("/api/v1/openapi.json").get_json()["paths"]

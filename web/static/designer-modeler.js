@@ -5,8 +5,11 @@
  * id (the process key) and name; for a user or manual task camunda:formKey, camunda:assignee,
  * camunda:candidateGroups, camunda:candidateUsers and camunda:dueDate (attributes typed by the
  * camunda-bpmn-moddle descriptor the page embeds); for a timer event its timeDuration / timeDate /
- * timeCycle expression; for a sequence flow its condition. Every edit goes through bpmn-js's
- * modeling service, so undo/redo (Ctrl+Z in the canvas) covers it.
+ * timeCycle expression; for a sequence flow its condition; for a script task its Python script
+ * (bpmn:script, scriptFormat "python" when none is set); for a call activity calledElement, offering the
+ * executable processes of the bundle (a definition loads from its own bundle only, so the server refuses
+ * a call to any other process). Every edit goes through bpmn-js's modeling service, so undo/redo
+ * (Ctrl+Z in the canvas) covers it.
  *
  * Saving posts the XML with the bundle's other files (forms, decisions: kept in the page as base64,
  * byte for byte) and the CSRF token to data-deploy-url; refused saves come back with problems whose
@@ -22,6 +25,7 @@
   var problemList = document.getElementById("modeler-problems");
   var panel = document.getElementById("modeler-panel");
   var texts = JSON.parse(document.getElementById("modeler-texts").textContent || "{}");
+  var bundleProcesses = JSON.parse(document.getElementById("modeler-bundle-processes").textContent || "[]");
 
   function say(message, kind) {
     statusBox.textContent = message;
@@ -107,8 +111,18 @@
         control.appendChild(opt);
       });
     } else {
-      control = node(options.multiline ? "textarea" : "input", { id: id });
-      if (!options.multiline) { control.type = "text"; }
+      control = node(options.multiline || options.code ? "textarea" : "input", { id: id });
+      if (options.code) {
+        // Scripts: monospace, no spelling fixes, lines kept as typed (scroll sideways, not wrapped).
+        control.className = "panel-code";
+        control.setAttribute("spellcheck", "false");
+        control.setAttribute("autocapitalize", "off");
+        control.setAttribute("autocomplete", "off");
+        control.setAttribute("wrap", "off");
+        control.setAttribute("rows", "10");
+      } else if (!options.multiline) {
+        control.type = "text";
+      }
       if (options.list) { control.setAttribute("list", options.list); }
       control.value = value || "";
     }
@@ -121,10 +135,15 @@
       wrap.appendChild(control);
     }
     var problem = node("p", { "class": "error panel-error", id: id + "-error", role: "alert" });
-    problem.hidden = true;
+    // options.problem: what is wrong with the current value (the panel is redrawn after every edit).
+    problem.textContent = options.problem || "";
+    problem.hidden = !options.problem;
+    if (options.problem) { control.setAttribute("aria-invalid", "true"); }
     wrap.appendChild(problem);
     control.addEventListener("change", function () {
-      var refused = apply(control.value.trim());
+      // A script keeps its indentation; only trailing blank space goes.
+      var value = options.code ? control.value.replace(/\s+$/, "") : control.value.trim();
+      var refused = apply(value);
       problem.textContent = refused || "";
       problem.hidden = !refused;
       control.setAttribute("aria-invalid", refused ? "true" : "false");
@@ -163,6 +182,65 @@
       attr("candidateGroups", "candidateGroups", texts.candidateGroups),
       attr("candidateUsers", "candidateUsers", texts.candidateUsers),
       attr("dueDate", "dueDate", texts.dueDate)
+    ];
+  }
+
+  function scriptFields(element) {
+    var bo = element.businessObject;
+    return [
+      input("script", texts.script, bo.script, function (value) {
+        var props = { script: value || undefined };
+        if (!bo.scriptFormat) { props.scriptFormat = "python"; }
+        modeling.updateProperties(element, props);
+        return null;
+      }, { code: true, hint: texts.scriptHint })
+    ];
+  }
+
+  function processOf(bo) {
+    var parent = bo;
+    while (parent && !is(parent, "bpmn:Process")) {
+      parent = is(parent, "bpmn:Participant") ? parent.processRef : parent.$parent;
+    }
+    return parent;
+  }
+
+  function callableProcesses(element) {
+    /* [id, name] of the executable processes a call activity may call: the other processes of the
+     * modelled file, then those of the bundle's other BPMN files (sent by the server). */
+    var own = processOf(element.businessObject);
+    var found = [];
+    var definitions = modeler.getDefinitions();
+    ((definitions && definitions.rootElements) || []).forEach(function (e) {
+      if (is(e, "bpmn:Process") && e !== own && e.id && e.isExecutable !== false) {
+        found.push([e.id, e.name || ""]);
+      }
+    });
+    bundleProcesses.forEach(function (p) {
+      if (!found.some(function (f) { return f[0] === p.id; })) {
+        found.push([p.id, p.name ? p.name + " · " + p.file : p.file]);
+      }
+    });
+    return found;
+  }
+
+  function callFields(element) {
+    var bo = element.businessObject;
+    var choices = callableProcesses(element);
+    var list = node("datalist", { id: "modeler-processes" });
+    choices.forEach(function (c) { list.appendChild(node("option", { value: c[0] }, c[1] || c[0])); });
+    var called = bo.calledElement || "";
+    var known = choices.some(function (c) { return c[0] === called; });
+    return [
+      list,
+      input("calledElement", texts.calledElement, called, function (value) {
+        modeling.updateProperties(element, { calledElement: value || undefined });
+        return null;
+      }, {
+        hint: texts.calledElementHint,
+        list: "modeler-processes",
+        problem: called && !known ? fill(texts.calledUnknown, { process: called }) : null
+      })
     ];
   }
 
@@ -218,6 +296,12 @@
       if (is(bo, "bpmn:UserTask") || is(bo, "bpmn:ManualTask")) {
         fields = fields.concat(humanTaskFields(element));
       }
+      if (is(bo, "bpmn:ScriptTask")) {
+        fields = fields.concat(scriptFields(element));
+      }
+      if (is(bo, "bpmn:CallActivity")) {
+        fields = fields.concat(callFields(element));
+      }
       var timer = timerOf(bo);
       if (timer) {
         fields = fields.concat(timerFields(element, timer));
@@ -267,6 +351,9 @@
       if (p.line) { where.push(fill(texts.line, { line: p.line })); }
       if (p.element_id) { where.push(p.element_id); }
       var shape = p.file === savedFile && p.shape_id ? registry.get(p.shape_id) : null;
+      if (shape && shape.businessObject.name) {
+        where.push(shape.businessObject.name); // the element's name too, as the designer knows it
+      }
       if (shape) {
         if (p.severity === "error" && marked.indexOf(p.shape_id) < 0) {
           canvas.addMarker(p.shape_id, "designer-error");
