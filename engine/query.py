@@ -8,11 +8,16 @@ among them), so with an index in page order behind each branch a page costs abou
 100 or 100,000 matching rows. One big OR, by contrast, lets PostgreSQL use no index at all and
 evaluate the candidate sub-selects per row. A query already narrowed by key (``_where_key``: one
 id, one instance's tasks) runs the branches as that one OR: it only has a handful of rows to test.
+
+A branch whose best wide shape depends on the data (``Lazy``: "offered to me" reads how many offers
+there are, engine/tasks.py) is built only when the query runs, once it is known whether the query
+is narrow: a visibility check of one task or instance then costs one statement, not two.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any, Generic, Self, TypeVar
 
 from sqlalchemy import Column, Select, func, or_, select, union
@@ -22,6 +27,22 @@ from sqlalchemy.sql.util import ClauseAdapter
 from engine.db import Database
 
 T = TypeVar("T")
+
+
+class Lazy:
+    """An "any of" branch built by ``build(wide)`` when its query runs: ``wide`` is False for a
+    query narrowed by key (the branch is then checked on a handful of rows), True otherwise. Each
+    shape is built once, so a page and its count share whatever the build reads."""
+
+    def __init__(self, build: Callable[[bool], Any]) -> None:
+        self._build = cache(build)
+
+    def shape(self, wide: bool) -> Any:
+        return self._build(wide)
+
+
+def _shaped(branches: Sequence[Any], wide: bool) -> list[Any]:
+    return [b.shape(wide) if isinstance(b, Lazy) else b for b in branches]
 
 
 class Query(Generic[T]):
@@ -40,11 +61,12 @@ class Query(Generic[T]):
         return self
 
     def _any_of(self, *branches: Any) -> Self:
-        """Rows matching at least one branch. A second call narrows the first (AND, as ``_where``)."""
+        """Rows matching at least one branch. A second call narrows the first (AND, as ``_where``;
+        its lazy branches are built now, in their wide shape, which suits either form)."""
         if self._branches is None:
             self._branches = list(branches)
             return self
-        return self._where(or_(*branches))
+        return self._where(or_(*_shaped(branches, wide=True)))
 
     def _where_key(self, *criteria: Any) -> Self:
         """A filter on a key that leaves a handful of rows (one id, one instance's tasks): the
@@ -60,7 +82,7 @@ class Query(Generic[T]):
         """The statement with the branches as one OR (what runs when there are none or it is narrow)."""
         if not self._branches:
             return self._stmt
-        return self._stmt.where(or_(*self._branches))
+        return self._stmt.where(or_(*_shaped(self._branches, wide=not self._narrow)))
 
     # -- the UNION form ---------------------------------------------------------------------------
 
@@ -90,7 +112,7 @@ class Query(Generic[T]):
                 if isinstance(element, Column) and element.table is table and element.name not in names:
                     names.append(element.name)
         columns = [table.c[name] for name in names]
-        members = [self._member(b, columns, limit, ordered) for b in self._branches]
+        members = [self._member(b, columns, limit, ordered) for b in _shaped(self._branches, wide=True)]
         return (union(*members) if len(members) > 1 else members[0]).subquery("any_of")
 
     def _statement(self, limit: int | None, offset: int) -> Select:

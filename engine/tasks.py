@@ -22,7 +22,7 @@ from engine.forms import Form, clean
 from engine.models import Attachment as AttachmentRow
 from engine.models import Comment as CommentRow
 from engine.models import HumanTask, ProcessInstance, TaskCandidate
-from engine.query import Query
+from engine.query import Lazy, Query
 from engine.serialization import check_variables, data_to_json
 
 
@@ -175,27 +175,37 @@ class TaskQuery(Query[results.UserTask]):
 FEW_OFFERS = 2000
 
 
-def offered_clause(db: Database, user: str, groups: Iterable[str]) -> Any:
-    """Unassigned tasks whose candidates include the user or one of their groups.
+def offered_clause(db: Database, user: str, groups: Iterable[str]) -> Lazy:
+    """Unassigned tasks whose candidates include the user or one of their groups: a ``Lazy``
+    branch (engine/query.py), its shape chosen when the query runs.
 
-    Its shape depends on how many open offers the user has (task_candidate holds open offers only),
-    read first with one short index-only query:
-    - up to ``FEW_OFFERS`` (an ordinary colleague: ~1,500 among 230,000 pooled tasks) the ids
-      themselves: ``id IN (...)``, a primary-key lookup each. Left to itself, PostgreSQL hashed them
-      and scanned the whole unassigned pool (75 ms at 230,000, growing with the pool);
-    - beyond, a correlated EXISTS: PostgreSQL walks the open tasks in page order probing each one's
-      candidates and stops after a page (~140 probes for 80,000 offers); an ``id IN`` list that long
-      cannot stop early.
+    - Narrow (one task, one instance's tasks): a correlated EXISTS, a primary-key probe of each of
+      the handful of rows. Nothing is read first: a visibility check is one statement.
+    - Wide (an inbox page, a count): the shape depends on how many open offers the user has
+      (task_candidate holds open offers only), read first with one short index-only query:
+      up to ``FEW_OFFERS`` (an ordinary colleague: ~1,500 among 230,000 pooled tasks) the ids
+      themselves, ``id IN (...)``, a primary-key lookup each (left to itself, PostgreSQL hashed
+      them and scanned the whole unassigned pool: 75 ms at 230,000, growing with the pool); beyond,
+      the EXISTS: PostgreSQL walks the open tasks in page order probing each one's candidates and
+      stops after a page (~140 probes for 80,000 offers); an ``id IN`` list that long cannot stop
+      early.
     """
     groups = list(groups)
     names = and_(TaskCandidate.kind == "user", TaskCandidate.name == user)
     if groups:
         names = or_(names, and_(TaskCandidate.kind == "group", TaskCandidate.name.in_(groups)))
-    with db.unit_of_work(write=False) as uow:
-        ids = uow.session.scalars(select(TaskCandidate.task_id).where(names).limit(FEW_OFFERS + 1)).all()
-    if len(ids) <= FEW_OFFERS:
-        return and_(HumanTask.assignee.is_(None), HumanTask.id.in_(sorted(set(ids))))
-    return and_(HumanTask.assignee.is_(None), exists().where(TaskCandidate.task_id == HumanTask.id, names))
+    probed = and_(HumanTask.assignee.is_(None), exists().where(TaskCandidate.task_id == HumanTask.id, names))
+
+    def build(wide: bool) -> Any:
+        if not wide:
+            return probed
+        with db.unit_of_work(write=False) as uow:
+            ids = uow.session.scalars(select(TaskCandidate.task_id).where(names).limit(FEW_OFFERS + 1)).all()
+        if len(ids) <= FEW_OFFERS:
+            return and_(HumanTask.assignee.is_(None), HumanTask.id.in_(sorted(set(ids))))
+        return probed
+
+    return Lazy(build)
 
 
 def _candidates(kind: str, names) -> Any:
