@@ -1,11 +1,13 @@
 """Benchmark: the measures dashboard of one process with 100,000 instances on PostgreSQL.
 
 Loads (COPY) ``--instances`` instances of the shipped expense approval, started over the last 365
-days by 1,000 people (50 of them in the department ``bench_manager`` manages), with their human
-tasks as the engine writes them: submit, manager approval (due in 2 days), finance review (due in
+days by 1,000 people in 20 departments (50 of them in the one ``bench_manager`` manages), with
+their human tasks as the engine writes them: submit, manager approval (due in 2 days), finance review (due in
 3 days) for the 80 % approved; the last two weeks' instances mostly still open, the rest completed
 (8 % cancelled), about 12 % of the due tasks late. Every instance row carries a real serialized
-engine state (as before retention), so the table has its real width.
+engine state (as before retention), so the table has its real width. The database triggers write
+the measures' tally rows as the rows are copied; the load ends with the settle the scheduler does
+every minute.
 
 Then it times, interleaved in rounds: ``engine.measures.figures`` (every figure of the process: the
 engine alone) and GET /measures/expense_approval (the whole dashboard page: figures, charts, page)
@@ -26,9 +28,11 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from bench import common
-from bench.common import INSTANCE_COLUMNS, PASSWORD, TASK_COLUMNS, percentiles, uuid4
+from bench.common import PASSWORD, TASK_COLUMNS, percentiles, uuid4
 
 DATABASE = "baton_measures_bench"
+INSTANCE_COLUMNS = (*common.INSTANCE_COLUMNS, "starter_department_id")
+PEOPLE_PER_DEPARTMENT = 50  # 1,000 people in 20 departments; the first is the manager's
 KEY = "expense_approval"
 ADMIN, MANAGER = "bench_admin", "bench_manager"
 TARGET_P95_MS = 300.0
@@ -81,9 +85,10 @@ def load(url: str, count: int) -> None:
     identity.create_user(ADMIN, PASSWORD, role="admin", locale="en")
     identity.create_user(MANAGER, PASSWORD, role="manager", department="Bench Sales", create_missing=True)
     identity.set_department_manager("Bench Sales", MANAGER)
-    for n in range(50):
+    for n in range(PEOPLE_PER_DEPARTMENT):
         identity.create_user(f"user{n}", PASSWORD, role="employee", department="Bench Sales")
     sample = engine.runtime.start(KEY, started_by="user0", variables={"initiator": "user0"})
+    sales = next(d.id for d in identity.departments().list() if d.name == "Bench Sales")
     rng, now = random.Random(20261130), datetime.now(UTC)
     began = time.perf_counter()
     raw = engine.db.engine.raw_connection()
@@ -98,10 +103,12 @@ def load(url: str, count: int) -> None:
             rows = [(uuid4(rng), *_instance(rng, now)) for _ in range(count)]
             with cur.copy(f"COPY process_instance ({', '.join(INSTANCE_COLUMNS)}) FROM STDIN") as instances:
                 for i, (instance_id, state, started, ended, _) in enumerate(rows):
+                    person = rng.randrange(1000)  # the other departments are ids on the instances only
                     instances.write_row(
                         (
-                            instance_id, definition_id, KEY, f"EXP-{i}", state, f"user{rng.randrange(1000)}",
+                            instance_id, definition_id, KEY, f"EXP-{i}", state, f"user{person}",
                             started, ended or started, ended, state_json, "bench", None, None, None, None, 1,
+                            sales + person // PEOPLE_PER_DEPARTMENT,
                         )
                     )  # fmt: skip
             with cur.copy(f"COPY human_task ({', '.join(TASK_COLUMNS)}) FROM STDIN") as task_copy:
@@ -117,12 +124,18 @@ def load(url: str, count: int) -> None:
                         )  # fmt: skip
                         tasks += 1
         pg.commit()
-        common.vacuum(pg, ("process_instance", "human_task"))
+        seconds = time.perf_counter() - began
+        began = time.perf_counter()
+        folded = engine.measures.settle()  # what the scheduler does every minute
+        settle_seconds = time.perf_counter() - began
+        common.vacuum(pg, ("process_instance", "human_task", "measure_tally"))
     finally:
         raw.close()
     engine.close()
-    seconds = time.perf_counter() - began
-    print(f"loaded {count:,} instances and {tasks:,} tasks in {seconds:.0f} s")
+    print(
+        f"loaded {count:,} instances and {tasks:,} tasks in {seconds:.0f} s (their tally rows by the "
+        f"triggers); settled {folded:,} tally rows in {settle_seconds:.1f} s"
+    )
 
 
 def _cases(today: date) -> list[tuple[str, str, dict[str, str]]]:
@@ -149,13 +162,14 @@ def run(url: str, requests: int, rounds: int) -> dict:
         client = clients[who] = common.logged_in(app, who)
         token = client.post("/api/v1/auth/token", json={"username": who, "password": PASSWORD}).get_json()
         tokens[who] = {"Authorization": f"Bearer {token['token']}"}
-    starters = {ADMIN: None, MANAGER: (MANAGER, *(f"user{n}" for n in range(50)))}
+    sales = [d.id for d in engine.identity.departments().list() if d.name == "Bench Sales"]
+    departments = {ADMIN: None, MANAGER: sales}
 
     def engine_call(who: str, query: dict[str, str]) -> None:
         with app.test_request_context(f"/?{urlencode(query)}"):
             filters: Filters = read_filters(query)[0]
         start, end = local_range(filters.first, filters.last, TIME_ZONE)
-        engine.measures.figures(KEY, start=start, end=end, starters=starters[who], time_zone=TIME_ZONE)
+        engine.measures.figures(KEY, start=start, end=end, departments=departments[who], time_zone=TIME_ZONE)
 
     def page(who: str, query: dict[str, str]) -> None:
         answer = clients[who].get(f"/measures/{KEY}?{urlencode(query)}")
@@ -203,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     url, fresh = common.fresh_database(args.postgres, DATABASE, args.reuse)
     if fresh:
         load(url, args.instances)
-    counts = common.upgrade_and_count(url, ("process_instance", "human_task"))
+    counts = common.upgrade_and_count(url, ("process_instance", "human_task", "measure_tally"))
     load_before = os.getloadavg()[0]
     measured = run(url, args.requests, args.rounds)
     previous = common.previous_report("measures")
@@ -211,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
         **common.machine_facts(),
         "instances": counts["process_instance"],
         "tasks": counts["human_task"],
+        "tally_rows": counts["measure_tally"],
         "requests": args.requests,
         "load_average": common.load_span(load_before),
         **measured,
@@ -223,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _print(report: dict, previous: dict | None) -> None:
     print(
-        f"measures of {KEY}: {report['instances']:,} instances, {report['tasks']:,} tasks, "
+        f"measures of {KEY}: {report['instances']:,} instances, {report['tasks']:,} tasks "
+        f"({report['tally_rows']:,} tally rows), "
         f"{report['requests']} requests per case ({report['machine']}, load average {report['load_average']})"
     )
     for name, shape in report["answers"].items():

@@ -23,7 +23,7 @@ from math import floor
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import BigInteger, Select, case, func, select
+from sqlalchemy import BigInteger, Select, and_, case, func, or_, select, text, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import FunctionElement
@@ -33,7 +33,7 @@ from engine.context import EngineContext
 from engine.db import Database
 from engine.errors import NotFoundError, ValidationError
 from engine.execution import COMPLETED, FINISHED
-from engine.models import HumanTask, ProcessDefinition, ProcessInstance
+from engine.models import EVERYONE, HumanTask, MeasureTally, ProcessDefinition, ProcessInstance
 
 BUCKETS = ("day", "week")
 MAX_DAYS = 731  # the longest range one request may ask for (two years of days)
@@ -89,13 +89,14 @@ class MeasureService:
         start: datetime,
         end: datetime,
         version: int | None = None,
-        starters: Iterable[str] | None = None,
+        departments: Iterable[int] | None = None,
         time_zone: str = "UTC",
         bucket: str | None = None,
     ) -> results.ProcessMeasures:
         """Every figure of process ``key`` between ``start`` and ``end`` (exclusive).
 
-        ``starters`` limits the figures to instances those users started (a manager's departments;
+        ``departments`` limits the figures to instances started by people of those departments (the
+        starter's department when the instance started, as the managers' instance list counts them;
         None: everybody's). Instances count where they started (states, started) or ended
         (finished, cycle time) in the range; tasks where they were created. Raises NotFoundError
         (no such process or version), ValidationError (a range that is empty, longer than two
@@ -107,12 +108,13 @@ class MeasureService:
         now = self._ctx.now()
         with _snapshot(self._ctx.db) as session:
             definition_id = _definition_id(session, key, version)
-            scope = _Scope(key, definition_id, None if starters is None else tuple(starters))
+            scope = _Scope(key, definition_id, None if departments is None else tuple(departments))
             slots = _Slots.of(tz, start, end)
-            started_slots, states = _started(session, scope, start, end, slots)
-            finished_slots = _finished(session, scope, start, end, slots)
+            counts = _Tallies if _Tallies.serve(scope, slots, start, end) else _Rows
+            started_slots, states = counts.started(session, scope, start, end, slots)
+            finished_slots = counts.finished(session, scope, start, end, slots)
             cycle = _cycle_time(session, scope, start, end)
-            steps = _steps(session, scope, start, end, now)
+            steps = _steps(session, scope, start, end, now, counts.steps(session, scope, start, end))
         throughput = _throughput(started_slots, finished_slots, slots, tz, start, end, bucket)
         with_due = sum(s.with_due for s in steps)
         breached = sum(s.breached for s in steps)
@@ -131,6 +133,60 @@ class MeasureService:
             sla=results.SlaFigures(with_due, breached, round(breached / with_due, 4) if with_due else None),
             steps=steps,
         )
+
+    def settle(self) -> int:
+        """Fold the tally rows the triggers appended since the last time into one settled row per
+        key (and drop keys that sum to nothing); returns how many rows were folded. Figures are the
+        same before and after: it only keeps their reads short. The scheduler calls it every minute;
+        any process may call it at any time (on PostgreSQL one at a time runs, others return 0)."""
+        with self._ctx.db.unit_of_work() as uow:
+            conn = uow.session.connection()
+            if self._ctx.db.dialect == "postgresql":
+                if not conn.scalar(text("SELECT pg_try_advisory_xact_lock(:lock)"), {"lock": _SETTLE_LOCK}):
+                    return 0
+                folded, zero = conn.execute(text(_FOLD_POSTGRESQL)).one()
+                if zero:
+                    conn.execute(text("DELETE FROM measure_tally WHERE id = ANY(:ids)"), {"ids": zero})
+            else:  # the writer's lock (BEGIN IMMEDIATE) is held: nobody appends meanwhile
+                folded = conn.scalar(text("SELECT count(*) FROM measure_tally WHERE NOT settled"))
+                if folded:
+                    for department in _DEPARTMENTS:
+                        conn.execute(text(_merge(department, "measure_tally WHERE NOT settled")))
+                    conn.execute(text("DELETE FROM measure_tally WHERE NOT settled"))
+                    conn.execute(text(f"DELETE FROM measure_tally WHERE settled AND {_NOTHING}"))
+            uow.commit()
+        return int(folded or 0)
+
+
+_SETTLE_LOCK = 0x62617431  # PostgreSQL advisory lock: one settle at a time
+_KEY = "definition_key, kind, department_id, hour, element_id, state"
+_TALLIES = ("n", "timed_n", "total_ms", "due_n", "late_n")
+_NOTHING = " AND ".join(f"{column} = 0" for column in _TALLIES)
+_DEPARTMENTS = ("department_id", str(EVERYONE))  # each department's rows, and everyone's
+
+
+def _merge(department: str, source: str) -> str:
+    """Add the sums of ``source``'s rows to the settled rows of their keys (per department, or
+    everyone's: ``department`` is the column or the constant)."""
+    key = _KEY.replace("department_id", department)
+    group = _KEY.replace("department_id, ", "") if department != "department_id" else _KEY
+    return (
+        f"INSERT INTO measure_tally ({_KEY}, {', '.join(_TALLIES)}, settled) "
+        f"SELECT {key}, {', '.join(f'sum({c})' for c in _TALLIES)}, true FROM {source} GROUP BY {group} "
+        f"ON CONFLICT ({_KEY}) WHERE settled DO UPDATE SET "
+        + ", ".join(f"{c} = measure_tally.{c} + excluded.{c}" for c in _TALLIES)
+        + f" RETURNING id, {', '.join(_TALLIES)}"
+    )
+
+
+# one statement: exactly the rows it deletes are summed, whatever commits meanwhile
+_FOLD_POSTGRESQL = (
+    f"WITH gone AS (DELETE FROM measure_tally WHERE NOT settled RETURNING {_KEY}, {', '.join(_TALLIES)}), "
+    + ", ".join(f"merged{n} AS ({_merge(d, 'gone')})" for n, d in enumerate(_DEPARTMENTS))
+    + " SELECT (SELECT count(*) FROM gone), (SELECT array_agg(id) FROM ("
+    + " UNION ALL ".join(f"SELECT * FROM merged{n}" for n in range(len(_DEPARTMENTS)))
+    + f") AS merged WHERE {_NOTHING})"
+)
 
 
 @contextmanager
@@ -174,22 +230,22 @@ def _definition_id(session: Session, key: str, version: int | None) -> int | Non
 
 
 class _Scope:
-    """Which instances count: one process (one version of it), started by some users or anyone."""
+    """Which instances count: one process (one version of it), started in some departments or any."""
 
-    def __init__(self, key: str, definition_id: int | None, starters: tuple[str, ...] | None) -> None:
-        self.key, self.definition_id, self.starters = key, definition_id, starters
+    def __init__(self, key: str, definition_id: int | None, departments: tuple[int, ...] | None) -> None:
+        self.key, self.definition_id, self.departments = key, definition_id, departments
 
     def instances(self) -> list[Any]:
         criteria = [ProcessInstance.definition_key == self.key]
         if self.definition_id is not None:
             criteria.append(ProcessInstance.definition_id == self.definition_id)
-        if self.starters is not None:
-            criteria.append(ProcessInstance.started_by.in_(self.starters))
+        if self.departments is not None:
+            criteria.append(ProcessInstance.starter_department_id.in_(self.departments))
         return criteria
 
     def tasks(self) -> list[Any]:
         criteria = [HumanTask.definition_key == self.key]
-        if self.definition_id is not None or self.starters is not None:
+        if self.definition_id is not None or self.departments is not None:
             criteria.append(HumanTask.instance_id.in_(select(ProcessInstance.id).where(*self.instances())))
         return criteria
 
@@ -218,42 +274,6 @@ class _Slots:
     def local_day(self, slot: int, tz: ZoneInfo) -> date:
         """The local day a slot lies in (it starts at this UTC instant)."""
         return datetime.fromtimestamp((slot * self.size - self.shift) / 1000, UTC).astimezone(tz).date()
-
-
-def _started(
-    session: Session, scope: _Scope, start: datetime, end: datetime, slots: _Slots
-) -> tuple[dict[int, int], dict[str, int]]:
-    """Instances started in the range: how many per time slot, and by their state now."""
-    slot_of = slots.of_column(ProcessInstance.started_at)
-    rows = session.execute(
-        select(slot_of, ProcessInstance.state, func.count())
-        .where(*scope.instances(), ProcessInstance.started_at >= start, ProcessInstance.started_at < end)
-        .group_by(slot_of, ProcessInstance.state)
-    ).all()
-    per_slot: dict[int, int] = defaultdict(int)
-    states: dict[str, int] = defaultdict(int)
-    for slot_number, state, count in rows:
-        per_slot[slot_number] += count
-        states[state] += count
-    return per_slot, dict(sorted(states.items()))
-
-
-def _finished(
-    session: Session, scope: _Scope, start: datetime, end: datetime, slots: _Slots
-) -> dict[int, int]:
-    """Instances that ended (completed or cancelled) in the range, per time slot."""
-    slot_of = slots.of_column(ProcessInstance.ended_at)
-    rows = session.execute(
-        select(slot_of, func.count())
-        .where(
-            *scope.instances(),
-            ProcessInstance.state.in_(FINISHED),
-            ProcessInstance.ended_at >= start,
-            ProcessInstance.ended_at < end,
-        )
-        .group_by(slot_of)
-    ).all()
-    return dict(rows)
 
 
 def _cycle_time(session: Session, scope: _Scope, start: datetime, end: datetime) -> results.CycleTime:
@@ -292,28 +312,188 @@ def summary(
     return count, average, cuts or [None] * len(fractions)
 
 
+StepRow = tuple[str, int, int, int, int, Any, int, int]
+"""element, entered, completed, open, cancelled, average time to completion (ms), with due, late"""
+
+
+class _Rows:
+    """The figures counted from the instance and task rows: any range, zone and version, exact.
+    Each is a range scan of one measures index (models.py), so its cost grows with the range."""
+
+    @staticmethod
+    def started(
+        session: Session, scope: _Scope, start: datetime, end: datetime, slots: _Slots
+    ) -> tuple[dict[int, int], dict[str, int]]:
+        """Instances started in the range: how many per time slot, and by their state now."""
+        slot_of = slots.of_column(ProcessInstance.started_at)
+        rows = session.execute(
+            select(slot_of, ProcessInstance.state, func.count())
+            .where(*scope.instances(), ProcessInstance.started_at >= start, ProcessInstance.started_at < end)
+            .group_by(slot_of, ProcessInstance.state)
+        ).all()
+        return _per_slot_and_state(rows)
+
+    @staticmethod
+    def finished(
+        session: Session, scope: _Scope, start: datetime, end: datetime, slots: _Slots
+    ) -> dict[int, int]:
+        """Instances that ended (completed or cancelled) in the range, per time slot."""
+        slot_of = slots.of_column(ProcessInstance.ended_at)
+        rows = session.execute(
+            select(slot_of, func.count())
+            .where(
+                *scope.instances(),
+                ProcessInstance.state.in_(FINISHED),
+                ProcessInstance.ended_at >= start,
+                ProcessInstance.ended_at < end,
+            )
+            .group_by(slot_of)
+        ).all()
+        return dict(rows)
+
+    @staticmethod
+    def steps(session: Session, scope: _Scope, start: datetime, end: datetime) -> list[StepRow]:
+        """Per task element, the tasks created in the range, in the order the steps first came."""
+        done = HumanTask.state == COMPLETED
+        dwell = epoch_ms(HumanTask.completed_at) - epoch_ms(HumanTask.created_at)
+        return [
+            tuple(row)
+            for row in session.execute(
+                select(
+                    HumanTask.element_id,
+                    func.count(),
+                    func.count().filter(done),
+                    func.count().filter(HumanTask.state == "ready"),
+                    func.count().filter(HumanTask.state == "cancelled"),
+                    func.avg(case((done, dwell))),
+                    func.count(HumanTask.due_at),
+                    func.count().filter(HumanTask.completed_at > HumanTask.due_at),  # closed late
+                )
+                .where(*scope.tasks(), HumanTask.created_at >= start, HumanTask.created_at < end)
+                .group_by(HumanTask.element_id)
+                .order_by(func.min(HumanTask.created_at), HumanTask.element_id)
+            )
+        ]
+
+
+_T = MeasureTally
+HOUR_MS = 3_600_000
+
+
+class _Tallies:
+    """The same figures summed from ``measure_tally`` (hourly counts kept by triggers): a year of a
+    busy process is a few thousand rows instead of every instance and task of the year. Serves any
+    range of whole UTC hours in a zone of whole-hour offsets, for every version together; else
+    ``_Rows`` counts (one version, India's half hours, a range starting mid-hour)."""
+
+    @staticmethod
+    def serve(scope: _Scope, slots: _Slots, start: datetime, end: datetime) -> bool:
+        whole = all(_utc_ms(t) % HOUR_MS == 0 for t in (start, end))
+        return (
+            scope.definition_id is None and slots.size % HOUR_MS == 0 and slots.shift % HOUR_MS == 0 and whole
+        )
+
+    @staticmethod
+    def _where(scope: _Scope, kind: str, start: datetime, end: datetime) -> list[Any]:
+        criteria = [
+            _T.definition_key == scope.key,
+            _T.kind == kind,
+            _T.hour >= _utc_ms(start) // HOUR_MS,
+            _T.hour < _utc_ms(end) // HOUR_MS,
+        ]
+        if scope.departments is None:  # everyone: all departments' settled sums, and what is not settled
+            settled, unsettled = _T.department_id == EVERYONE, true()
+        else:
+            settled = unsettled = _T.department_id.in_(scope.departments)
+        # each side in the words of its partial index (models.py), so each reads its own index
+        criteria.append(or_(and_(_T.settled, settled), and_(~_T.settled, unsettled)))
+        return criteria
+
+    @staticmethod
+    def _slot(slots: _Slots) -> Any:
+        return ((_T.hour + slots.shift // HOUR_MS) // (slots.size // HOUR_MS)).label("slot")
+
+    @classmethod
+    def started(
+        cls, session: Session, scope: _Scope, start: datetime, end: datetime, slots: _Slots
+    ) -> tuple[dict[int, int], dict[str, int]]:
+        slot = cls._slot(slots)
+        rows = session.execute(
+            select(slot, _T.state, func.sum(_T.n))
+            .where(*cls._where(scope, "started", start, end))
+            .group_by(slot, _T.state)
+            .having(func.sum(_T.n) != 0)
+        ).all()
+        return _per_slot_and_state(rows)
+
+    @classmethod
+    def finished(
+        cls, session: Session, scope: _Scope, start: datetime, end: datetime, slots: _Slots
+    ) -> dict[int, int]:
+        slot = cls._slot(slots)
+        rows = session.execute(
+            select(slot, func.sum(_T.n))
+            .where(*cls._where(scope, "ended", start, end), _T.state.in_(FINISHED))
+            .group_by(slot)
+            .having(func.sum(_T.n) != 0)
+        ).all()
+        return {slot_number: int(count) for slot_number, count in rows}
+
+    @classmethod
+    def steps(cls, session: Session, scope: _Scope, start: datetime, end: datetime) -> list[StepRow]:
+        def total(column: Any, state: str | None = None) -> Any:
+            return func.coalesce(func.sum(column).filter(_T.state == state) if state else func.sum(column), 0)
+
+        timed = total(_T.timed_n, COMPLETED)
+        rows = session.execute(
+            select(
+                _T.element_id,
+                total(_T.n),
+                total(_T.n, COMPLETED),
+                total(_T.n, "ready"),
+                total(_T.n, "cancelled"),
+                total(_T.total_ms, COMPLETED),
+                timed,
+                total(_T.due_n),
+                total(_T.late_n),
+            )
+            .where(*cls._where(scope, "task", start, end))
+            .group_by(_T.element_id)
+            .having(func.sum(_T.n) != 0)
+            .order_by(func.min(_T.hour).filter(_T.n > 0), _T.element_id)
+        ).all()
+        return [
+            (
+                element,
+                int(n),
+                int(done),
+                int(ready),
+                int(cancelled),
+                ms / timed_n if timed_n else None,
+                int(due),
+                int(late),
+            )
+            for element, n, done, ready, cancelled, ms, timed_n, due, late in rows
+        ]
+
+
+def _per_slot_and_state(rows: Iterable[Any]) -> tuple[dict[int, int], dict[str, int]]:
+    per_slot: dict[int, int] = defaultdict(int)
+    states: dict[str, int] = defaultdict(int)
+    for slot_number, state, count in rows:
+        per_slot[slot_number] += int(count)
+        states[state] += int(count)
+    return per_slot, dict(sorted(states.items()))
+
+
+def _utc_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
 def _steps(
-    session: Session, scope: _Scope, start: datetime, end: datetime, now: datetime
+    session: Session, scope: _Scope, start: datetime, end: datetime, now: datetime, counted: list[StepRow]
 ) -> tuple[results.StepMeasure, ...]:
     """Per task element: tasks created in the range, how they stand, time to completion, breaches."""
-    done = HumanTask.state == COMPLETED
-    dwell = epoch_ms(HumanTask.completed_at) - epoch_ms(HumanTask.created_at)
-    in_range = (*scope.tasks(), HumanTask.created_at >= start, HumanTask.created_at < end)
-    rows = session.execute(
-        select(
-            HumanTask.element_id,
-            func.count(),
-            func.count().filter(done),
-            func.count().filter(HumanTask.state == "ready"),
-            func.count().filter(HumanTask.state == "cancelled"),
-            func.avg(case((done, dwell))),
-            func.count(HumanTask.due_at),
-            func.count().filter(HumanTask.completed_at > HumanTask.due_at),  # closed late
-        )
-        .where(*in_range)
-        .group_by(HumanTask.element_id)
-        .order_by(func.min(HumanTask.created_at), HumanTask.element_id)
-    ).all()
     # still open past the due time, unless the instance's SLA clock stands still: a short index range
     # of open tasks (ix_human_task_state_due), so the instance is looked at for those only
     overdue = dict(
@@ -324,16 +504,17 @@ def _steps(
                 HumanTask.state == "ready",
                 HumanTask.due_at <= now,
                 ProcessInstance.sla_paused_at.is_(None),
-                *in_range,
+                *scope.tasks(),
+                HumanTask.created_at >= start,
+                HumanTask.created_at < end,
             )
             .group_by(HumanTask.element_id)
         ).all()
     )
-    names = {element_id: _step_name(session, scope.key, element_id) for element_id, *_ in rows}
     return tuple(
         results.StepMeasure(
             element_id=element_id,
-            name=names[element_id],
+            name=_step_name(session, scope.key, element_id),
             entered=entered,
             completed=completed,
             open=still_open,
@@ -342,7 +523,7 @@ def _steps(
             with_due=with_due,
             breached=late + overdue.get(element_id, 0),
         )
-        for element_id, entered, completed, still_open, cancelled, average, with_due, late in rows
+        for element_id, entered, completed, still_open, cancelled, average, with_due, late in counted
     )
 
 

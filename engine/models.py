@@ -14,6 +14,7 @@ from decimal import Decimal
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -668,13 +669,13 @@ Index(
     "ix_process_instance_measures_started",
     ProcessInstance.definition_key,
     ProcessInstance.started_at,
-    postgresql_include=["state", "started_by", "definition_id"],
+    postgresql_include=["state", "starter_department_id", "definition_id"],
 )
 Index(
     "ix_process_instance_measures_ended",
     ProcessInstance.definition_key,
     ProcessInstance.ended_at,
-    postgresql_include=["state", "started_at", "started_by", "definition_id"],
+    postgresql_include=["state", "started_at", "starter_department_id", "definition_id"],
 )
 Index(
     "ix_human_task_measures",
@@ -682,3 +683,63 @@ Index(
     HumanTask.created_at,
     postgresql_include=["element_id", "state", "completed_at", "due_at", "instance_id"],
 )
+
+
+EVERYONE = -1  # MeasureTally.department_id of the settled rows that sum every department
+
+
+class MeasureTally(Base):
+    """Counts behind the measures (engine/measures.py), per process, department, UTC hour and state.
+
+    Database triggers (migration 0014) append a row for every write of ``process_instance`` or
+    ``human_task`` that changes what a figure counts: minus the row as it was, plus the row as it
+    is (``settled`` false). They only insert, so writers never wait on one another here;
+    ``MeasureService.settle`` folds them into one settled row per key, and into one per key for all
+    departments together (``department_id`` = ``EVERYONE``: what an administrator's figures read).
+    A figure is the sum of the settled and the unsettled rows of its key, so it is right whether
+    or not they were folded yet.
+
+    ``kind``: ``started`` (hour the instance started, its state now), ``ended`` (hour it completed
+    or was cancelled; cycle time in ``total_ms``), ``task`` (hour the task was created, its state
+    now; for completed tasks the time to completion in ``total_ms``, ``due_n`` with a due time,
+    ``late_n`` closed after it). ``timed_n``: how many times ``total_ms`` sums.
+    """
+
+    __tablename__ = "measure_tally"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    definition_key: Mapped[str] = mapped_column(String(255))
+    department_id: Mapped[int] = mapped_column(Integer)  # the starter's department; 0: none; -1: all
+    hour: Mapped[int] = mapped_column(Integer)  # hours since 1970 (UTC)
+    kind: Mapped[str] = mapped_column(String(8))
+    element_id: Mapped[str] = mapped_column(String(255))  # '' for instance kinds
+    state: Mapped[str] = mapped_column(String(20))
+    n: Mapped[int] = mapped_column(Integer)
+    timed_n: Mapped[int] = mapped_column(Integer)
+    total_ms: Mapped[int] = mapped_column(BigInteger)
+    due_n: Mapped[int] = mapped_column(Integer)
+    late_n: Mapped[int] = mapped_column(Integer)
+    settled: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (
+        Index(
+            "ix_measure_tally_unsettled",
+            "definition_key",
+            "kind",
+            "hour",
+            postgresql_where=text("NOT settled"),
+            sqlite_where=text("NOT settled"),
+        ),
+        Index(
+            "ux_measure_tally_settled",
+            "definition_key",
+            "kind",
+            "department_id",
+            "hour",
+            "element_id",
+            "state",
+            unique=True,
+            postgresql_where=text("settled"),
+            sqlite_where=text("settled"),
+        ),
+    )

@@ -8,6 +8,9 @@ Within one process a poll leases a batch of due jobs and fires them on a small t
 (PostgreSQL: a firing mostly waits on round trips, so a few run at once; SQLite: one writer at a
 time, so one). A job's lease must outlast its batch: a process that dies (``kill -9``) leaves its
 leases to expire, and another process fires those jobs ``lease_seconds`` later.
+
+Every ``SETTLE_SECONDS`` a poll also folds the measures' tally rows (``engine.measures.settle``),
+so the dashboards read one row per process, department, hour and state, whatever the traffic.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 50
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_INTERVAL = 0.25  # an empty poll is one index probe: ~0.2 ms (docs/benchmarks.md)
+SETTLE_SECONDS = 60.0
 
 
 def default_owner() -> str:
@@ -78,6 +83,7 @@ class JobRunner:
             ThreadPoolExecutor(self.workers, thread_name_prefix="baton-fire") if self.workers > 1 else None
         )
         self._lock = threading.Lock()
+        self._settled_at: float | None = None
 
     def run_once(self) -> list[JobOutcome]:
         """Fire every job due now: lease a batch, fire it, and go on while batches come back full."""
@@ -106,9 +112,19 @@ class JobRunner:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
+    def settle_measures(self) -> int | None:
+        """Fold the measures' tally rows if the last time was ``SETTLE_SECONDS`` ago (or never):
+        how many rows were folded, None when it was not time yet."""
+        now = time.monotonic()
+        if self._settled_at is not None and now - self._settled_at < SETTLE_SECONDS:
+            return None
+        self._settled_at = now
+        return self.engine.measures.settle()
+
     def _poll(self) -> None:
         try:
             self.run_once()
+            self.settle_measures()
         except Exception:  # noqa: BLE001 - e.g. the database is briefly down: poll again next time
             log.exception("scheduler poll failed")
 

@@ -4,8 +4,9 @@ The dashboard shows, for a date range (days of the company's time zone, both end
 instances by state, cycle time, throughput per day or week, the SLA breach rate and, per step, how
 long tasks wait there, as inline SVG charts (web/charts.py) and as a heat map on the process
 diagram (bpmn-js overlays, web/static/heatmap.js; the per-step table says the same without it).
-A manager's figures cover the instances started by the people of the departments they manage (and
-their own); an administrator's cover everybody's. The engine computes them (engine/measures.py).
+A manager's figures cover the instances started in the departments they manage (the starter's
+department when it started, as in their instance list, web/manage.py); an administrator's cover
+everybody's. The engine computes them (engine/measures.py).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from engine.errors import NotFoundError
 from engine.measures import local_range, zone
 from engine.results import ProcessMeasures
 from web import pages
-from web.access import managed_starters
 from web.charts import Series, bar_chart, line_chart
 from web.inbox import label_of, process_diagram
-from web.security import Principal, current_principal, engine, roles_required
+from web.manage import managed_departments
+from web.security import current_principal, engine, roles_required
 
 bp = Blueprint("measures", __name__, url_prefix="/measures")
 DEFAULT_DAYS = 30
@@ -95,14 +96,6 @@ def read_filters(args: Mapping[str, str]) -> tuple[Filters, list[str]]:
     return Filters(first, last, version, bucket), problems
 
 
-def scope_of(principal: Principal) -> tuple[str, ...] | None:
-    """Whose instances count: an administrator's figures cover everybody's (None); a manager's,
-    their own and those of the people in the departments they manage."""
-    if principal.is_admin:
-        return None
-    return (principal.username, *managed_starters(principal))
-
-
 def figures_for(key: str, filters: Filters) -> ProcessMeasures:
     """The engine's figures for the signed-in manager or administrator. Raises NotFoundError,
     ValidationError."""
@@ -112,7 +105,7 @@ def figures_for(key: str, filters: Filters) -> ProcessMeasures:
         start=start,
         end=end,
         version=filters.version,
-        starters=scope_of(current_principal()),
+        departments=managed_departments(current_principal()),
         time_zone=company_zone(),
         bucket=filters.bucket,
     )
@@ -158,7 +151,7 @@ def _process_name(key: str) -> str:
 def index():
     definitions = engine().repository.query().latest_only().order_by_key().list()
     return render_template(
-        "measures/index.html", definitions=definitions, scoped=scope_of(current_principal())
+        "measures/index.html", definitions=definitions, scoped=managed_departments(current_principal())
     )
 
 
@@ -192,7 +185,7 @@ def dashboard(key: str):
             "measures.diagram", key=key, **({"version": filters.version} if filters.version else {})
         ),
         viewer=drawn,
-        scoped=scope_of(current_principal()) is not None,
+        scoped=managed_departments(current_principal()) is not None,
         duration=duration,
         percent=percent,
         csv_url=url_for("measures.export", key=key, **filters.args()),

@@ -204,17 +204,18 @@ class TestFigures:
         assert m.cycle_time.p50_seconds is None and m.sla.rate is None
         assert [p.started for p in m.throughput] == [0, 0]
 
-    def test_starters_limit_the_figures_to_a_managers_departments(self, data):
-        sales = figures(data, starters=("mgr_sales", "ann", "bob"))
+    def test_departments_limit_the_figures_to_a_managers(self, data):
+        ids = {d.name: d.id for d in data.engine.identity.departments().list()}
+        sales = figures(data, departments=[ids["Sales"]])
         assert sales.states == {"cancelled": 1, "completed": 1, "running": 1}
         assert (sales.cycle_time.count, sales.cycle_time.p50_seconds) == (1, 3 * HOUR)
         assert [(s.element_id, s.entered, s.breached) for s in sales.steps] == [
             ("triage", 3, 0),
             ("resolve", 3, 2),
         ]
-        support = figures(data, starters=("mgr_support", "cat"))
+        support = figures(data, departments=[ids["Support"]])
         assert (support.states, support.sla.breached) == ({"completed": 1}, 1)
-        assert figures(data, starters=()).started == 0
+        assert figures(data, departments=()).started == 0
 
     def test_one_version(self, data):
         engine, clock = data.engine, data.clock

@@ -51,8 +51,8 @@ def snapshot(engine: Engine) -> dict:
 def figures_of(engine: Engine):
     start, end = datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 27, tzinfo=UTC)
     return [
-        engine.measures.figures("ticket", start=start, end=end, starters=starters)
-        for starters in (None, ("ann", "bob"), ("cat",))
+        engine.measures.figures("ticket", start=start, end=end, departments=departments)
+        for departments in (None, *([d.id] for d in engine.identity.departments().list()))
     ]
 
 
