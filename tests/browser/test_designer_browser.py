@@ -51,6 +51,16 @@ class Tab(BrowserTab):
     console_errors = True
 
 
+def open_modeler(browser, live_server, screenshots, viewport, key: str, element: str) -> Tab:
+    """A designer's tab on version 1 of ``key`` in the modeler, with ``element`` selected."""
+    tab = Tab(browser, live_server.url, screenshots, viewport)
+    tab.log_in("sun")
+    tab.goto(f"/designer/processes/{key}/versions/1/modeler")
+    tab.page.locator("#modeler.modeler-ready").wait_for()
+    tab.page.click(f'#modeler-canvas [data-element-id="{element}"]')
+    return tab
+
+
 def test_upload_error_marked_then_fixed_in_the_modeler(
     browser, live_server, designer, modeler_files, screenshots, tmp_path
 ):
@@ -136,12 +146,8 @@ def test_upload_error_marked_then_fixed_in_the_modeler(
 def test_side_panel_edits_a_user_task_and_the_process_key(
     browser, live_server, designer, modeler_files, screenshots
 ):
-    desk = Tab(browser, live_server.url, screenshots, DESKTOP)
+    desk = open_modeler(browser, live_server, screenshots, DESKTOP, KEY, "manager_approval")
     page = desk.page
-    desk.log_in("sun")
-    desk.goto(f"/designer/processes/{KEY}/versions/1/modeler")
-    page.locator("#modeler.modeler-ready").wait_for()
-    page.click('#modeler-canvas [data-element-id="manager_approval"]')
     assert page.locator("#mp-formKey").input_value() == "approval_decision.json"
     assert page.locator("#mp-candidateGroups").input_value() == "managers"
     page.fill("#mp-candidateGroups", "managers,gm")
@@ -191,12 +197,8 @@ def audit(designer):
 
 
 def test_side_panel_edits_a_script_task(browser, live_server, audit, modeler_files, screenshots):
-    desk = Tab(browser, live_server.url, screenshots, DESKTOP)
+    desk = open_modeler(browser, live_server, screenshots, DESKTOP, AUDIT, "note_problem")
     page = desk.page
-    desk.log_in("sun")
-    desk.goto(f"/designer/processes/{AUDIT}/versions/1/modeler")
-    page.locator("#modeler.modeler-ready").wait_for()
-    page.click('#modeler-canvas [data-element-id="note_problem"]')
     script = page.locator("#mp-script")
     assert script.evaluate("e => e.tagName") == "TEXTAREA"
     assert "monospace" in script.evaluate("e => getComputedStyle(e).fontFamily")
@@ -222,12 +224,8 @@ def test_side_panel_edits_a_script_task(browser, live_server, audit, modeler_fil
 def test_a_script_the_sandbox_refuses_is_named_on_the_page(
     browser, live_server, audit, modeler_files, screenshots
 ):
-    phone = Tab(browser, live_server.url, screenshots, PHONE)
+    phone = open_modeler(browser, live_server, screenshots, PHONE, AUDIT, "note_problem")
     page = phone.page
-    phone.log_in("sun")
-    phone.goto(f"/designer/processes/{AUDIT}/versions/1/modeler")
-    page.locator("#modeler.modeler-ready").wait_for()
-    page.click('#modeler-canvas [data-element-id="note_problem"]')
     page.fill("#mp-script", "import os\n" + NOTE_SCRIPT)
     page.locator("#mp-script").press("Tab")
     page.click("#modeler-save")
@@ -243,12 +241,8 @@ def test_a_script_the_sandbox_refuses_is_named_on_the_page(
 
 def test_side_panel_edits_a_call_activity(browser, live_server, designer, modeler_files, screenshots):
     designer.repository.deploy(call_bundle("purchase_payment"), deployed_by="sun")
-    phone = Tab(browser, live_server.url, screenshots, PHONE)
+    phone = open_modeler(browser, live_server, screenshots, PHONE, CALLER, "pay")
     page = phone.page
-    phone.log_in("sun")
-    phone.goto(f"/designer/processes/{CALLER}/versions/1/modeler")
-    page.locator("#modeler.modeler-ready").wait_for()
-    page.click('#modeler-canvas [data-element-id="pay"]')
     called = page.locator("#mp-calledElement")
     assert called.input_value() == "purchase_payment"
     offered = page.locator("#modeler-processes option").evaluate_all("os => os.map(o => o.value)")
