@@ -1,8 +1,11 @@
 """Measures of one process: instance counts, cycle time, throughput, SLA breaches, time per step.
 
-Every figure is an SQL aggregate over rows that history retention keeps (engine/retention.py):
-the ``process_instance`` summary columns (state, started_at, ended_at, started_by) and the
-``human_task`` rows. Archiving an instance's engine state therefore changes no figure.
+Every figure comes from rows that history retention keeps (engine/retention.py): the
+``process_instance`` summary columns (state, times, the starter's department) and the ``human_task``
+rows, so archiving an instance's engine state changes no figure. Two ways, the same numbers (the
+tests check it): ``_Tallies`` sums the hourly counts database triggers keep of those rows
+(``measure_tally``, migration 0014; ``settle`` folds them), ``_Rows`` aggregates the rows
+themselves (one version, zones with half-hour offsets, and always the cycle-time percentiles).
 
 Time is read in whole milliseconds by ``epoch_ms`` (compiled per database), so SQLite and
 PostgreSQL give the same numbers. Days and weeks are the company's (``time_zone``): where the
@@ -381,10 +384,11 @@ HOUR_MS = 3_600_000
 
 
 class _Tallies:
-    """The same figures summed from ``measure_tally`` (hourly counts kept by triggers): a year of a
-    busy process is a few thousand rows instead of every instance and task of the year. Serves any
-    range of whole UTC hours in a zone of whole-hour offsets, for every version together; else
-    ``_Rows`` counts (one version, India's half hours, a range starting mid-hour)."""
+    """The same figures summed from ``measure_tally`` (hourly counts kept by triggers): one row per
+    hour that had any, per state (and step), instead of every instance and task of the range; for
+    an administrator the settled sums of all departments. Serves any range of whole UTC hours in a
+    zone of whole-hour offsets, for every version together; else ``_Rows`` counts (one version,
+    India's half hours, a range starting mid-hour)."""
 
     @staticmethod
     def serve(scope: _Scope, slots: _Slots, start: datetime, end: datetime) -> bool:
@@ -444,7 +448,6 @@ class _Tallies:
         def total(column: Any, state: str | None = None) -> Any:
             return func.coalesce(func.sum(column).filter(_T.state == state) if state else func.sum(column), 0)
 
-        timed = total(_T.timed_n, COMPLETED)
         rows = session.execute(
             select(
                 _T.element_id,
@@ -453,7 +456,7 @@ class _Tallies:
                 total(_T.n, "ready"),
                 total(_T.n, "cancelled"),
                 total(_T.total_ms, COMPLETED),
-                timed,
+                total(_T.timed_n, COMPLETED),
                 total(_T.due_n),
                 total(_T.late_n),
             )
