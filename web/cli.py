@@ -317,6 +317,14 @@ def retention(days: int | None, archive_dir: str | None, dry_run: bool) -> None:
         click.echo(f"  {instance_id}")
 
 
+@main.command("settle-measures")
+def settle_measures() -> None:
+    """Fold the measures' tally rows now (a scheduler does it every minute; docs/measures.md)."""
+    with _app() as app:
+        folded = _engine(app).measures.settle()
+    click.echo(f"folded {folded} tally row(s)")
+
+
 def _register_subcommands() -> None:
     """Command groups that live in their own modules (they import this one, so register last)."""
     from web.cli_identity import user

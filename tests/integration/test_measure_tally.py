@@ -15,9 +15,12 @@ import pytest
 from sqlalchemy import func, select, text
 
 from engine import measures
+from engine.context import EngineConfig
+from engine.facade import Engine
 from engine.measures import local_range
 from engine.models import MeasureTally
 from engine.scheduler import JobRunner
+from tests.conftest import Clock
 from tests.integration.test_measures import PASSWORD, ticket_bpmn
 
 DEPARTMENTS = ("Sales", "Support", "Legal")
@@ -223,3 +226,21 @@ def test_short_ranges_agree_too(clocked, monkeypatch, first, last):
     engine, clock = clocked
     busy_weeks(engine, clock, count=20)
     agree(engine, monkeypatch, first, last)
+
+
+def test_the_command_line_settles(db_url, monkeypatch):
+    from click.testing import CliRunner
+
+    from web.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("SECRET_KEY", "cli-test")
+    monkeypatch.setenv("BATON_SCHEDULER", "off")
+    engine = Engine.from_url(db_url, EngineConfig(clock=Clock()))
+    busy_weeks(engine, engine.context.config.clock, count=4)
+    waiting = unsettled(engine)
+    assert waiting > 0
+    done = CliRunner().invoke(main, ["settle-measures"], catch_exceptions=False)
+    assert done.exit_code == 0 and f"folded {waiting} tally row(s)" in done.output
+    assert unsettled(engine) == 0
+    engine.close()
