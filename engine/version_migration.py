@@ -7,9 +7,15 @@ version's specs (by element id, then by position for renamed elements); ``migrat
 the specs and resets the ready and waiting tasks, which re-predicts what follows them from the new
 version. What cannot move, and why (the pre-check lists it, nothing is changed):
 
-- a task the instance waits at, went through, or will surely reach (not under a task that is
-  reset) whose element the new version no longer has: Baton stores instances with a reference to
-  their spec (engine/serialization.py), so every task of the tree must name an element of it;
+- a task the instance waits at, or will surely reach (not under a task that is reset), whose
+  element the new version no longer has: Baton stores instances with a reference to their spec
+  (engine/serialization.py), so every task of the tree must name an element of it;
+- a step it went through that the new version no longer has, unless that step was a plain activity
+  in a straight line (its predecessor led to it alone, it led to one task, no boundary event, no
+  loop): such a step is taken out of the task tree, its successor hung under its predecessor, as if
+  the new version's flow had always run that way. Its task rows, comments and audit entries stay
+  (the history is the database's, not the tree's). A finished gateway, event, sub-process or loop
+  that went away still blocks: a join or an event-based choice may read it;
 - a sub-process or called process the new version no longer has.
 
 Resetting a waiting timer restarts it; a timer whose element did not change keeps the due time it
@@ -29,8 +35,14 @@ from uuid import UUID
 
 from SpiffWorkflow.bpmn.serializer.workflow import BpmnWorkflowSerializer
 from SpiffWorkflow.bpmn.specs.bpmn_process_spec import BpmnProcessSpec
+from SpiffWorkflow.bpmn.specs.mixins.manual_task import ManualTask
+from SpiffWorkflow.bpmn.specs.mixins.multiinstance_task import LoopTask
+from SpiffWorkflow.bpmn.specs.mixins.none_task import NoneTask
+from SpiffWorkflow.bpmn.specs.mixins.script_task import ScriptEngineTask
+from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
 from SpiffWorkflow.bpmn.util.diff import WorkflowDiff, diff_workflow, migrate_workflow
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
+from SpiffWorkflow.dmn.specs.business_rule_task_mixin import BusinessRuleTaskMixin
 from SpiffWorkflow.task import Task, TaskState
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -63,11 +75,13 @@ _REGISTRY = BpmnWorkflowSerializer.configure(SERIALIZER_CONFIG)  # diff compares
 
 @dataclass(frozen=True)
 class Plan:
-    """The diffs of one instance against a new version, or why it cannot move."""
+    """The diffs of one instance against a new version, or why it cannot move; the finished steps
+    the move takes out of the tree."""
 
     problems: tuple[str, ...]
     top: WorkflowDiff | None = None
     subprocesses: dict[UUID, WorkflowDiff | None] | None = None
+    pruned: tuple[Task, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -80,22 +94,54 @@ def plan(
     """Compare an instance with a new version; the problems say what blocks the move, in words."""
     top, subs = diff_workflow(_REGISTRY, workflow, spec, subprocess_specs)
     problems: dict[str, None] = {}
-    for task in _blocking(workflow, top.removed):
-        problems[_problem(task, version)] = None
-    for sp_id, diff in subs.items():
-        subprocess = workflow.subprocesses[sp_id]
+    pruned: list[Task] = []
+    for owner, diff in ((workflow, top), *((workflow.subprocesses[i], d) for i, d in subs.items())):
         if diff is None:
-            problems[f"the sub-process {subprocess.spec.name!r} no longer exists in version {version}"] = None
+            problems[f"the sub-process {owner.spec.name!r} no longer exists in version {version}"] = None
             continue
-        for task in _blocking(subprocess, diff.removed):
-            problems[_problem(task, version)] = None
-    return Plan(tuple(problems), top, subs)
+        for task in _blocking(owner, diff.removed):
+            if _prunable(task):
+                pruned.append(task)
+            else:
+                problems[_problem(task, version)] = None
+    return Plan(tuple(problems), top, subs, tuple(pruned))
 
 
 def _blocking(workflow: Any, removed: Iterable[Task]) -> list[Task]:
     """Removed tasks that would stay in the tree: those not below a task the migration resets."""
     reset = [t for t in workflow.get_tasks(state=RESET, skip_subprocesses=True)]
     return [t for t in removed if not any(t is not r and t.is_descendant_of(r) for r in reset)]
+
+
+_PLAIN = (
+    UserTask,
+    ManualTask,
+    NoneTask,
+    ScriptEngineTask,
+    BusinessRuleTaskMixin,
+)  # ServiceTask is a script task
+
+
+def _prunable(task: Task) -> bool:
+    """A finished plain activity in a straight line: nothing in the tree but its neighbours sees it."""
+    spec, parent = task.task_spec, task.parent
+    return (
+        task.has_state(TaskState.FINISHED_MASK)
+        and isinstance(spec, _PLAIN)
+        and not isinstance(spec, LoopTask)
+        and parent is not None
+        and len(parent.children) == 1
+        and len(task.children) == 1
+    )
+
+
+def _prune(task: Task) -> None:
+    """Take a finished task out of its tree, its one child taking its place under its parent."""
+    parent, [child] = task.parent, task.children
+    parent.children = [child if c is task else c for c in parent.children]
+    child.parent = parent
+    task.children = []
+    del task.workflow.tasks[task.id]
 
 
 def _problem(task: Task, version: int) -> str:
@@ -113,10 +159,13 @@ def migrate(
     spec: BpmnProcessSpec,
     subprocess_specs: dict[str, BpmnProcessSpec],
 ) -> list[str]:
-    """Apply a plan without problems to the live workflow; the ids of the tasks removed from the tree."""
+    """Apply a plan without problems to the live workflow; the ids of the tasks removed from the
+    tree (pruned finished steps first, then what the reset of the open ones dropped)."""
     if not found.ok or found.top is None:
         raise ValueError("a plan with problems cannot be applied")
     timers = _unchanged_timers(found, waiting_timers(workflow))
+    for task in found.pruned:
+        _prune(task)
     removed = migrate_workflow(found.top, workflow, spec)
     for sp_id, diff in (found.subprocesses or {}).items():
         subprocess = workflow.subprocesses[sp_id]
@@ -126,7 +175,7 @@ def migrate(
         task = task_by_id(workflow, task_id)
         if task_id in timers and task is not None:
             task.internal_data["event_value"] = timers[task_id]
-    return [str(t.id) for t in removed]
+    return [str(t.id) for t in (*found.pruned, *removed)]
 
 
 def _unchanged_timers(found: Plan, timers: dict[str, tuple[str, Any]]) -> dict[str, Any]:
@@ -245,6 +294,7 @@ def migrate_instance(ctx: EngineContext, instance_id: str, *, to_version: int, a
                 "before": f"{current.key}:{current.version}",
                 "after": f"{target.key}:{target.version}",
                 "removed_tasks": len(removed),
+                "steps_taken_out": [t.task_spec.bpmn_id for t in found.pruned],
             },
             at=now,
         )

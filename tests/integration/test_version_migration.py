@@ -88,6 +88,53 @@ class TestBatchMigration:
         assert finish(engine, at_review.id) == ["review"]
         assert finish(engine, at_approve.id) == ["approve"]  # still the old version's step
 
+    def test_steps_it_went_through_that_v2_dropped_are_taken_out_of_its_path(self, engine, db_url):
+        """v2 drops two steps in a row before the one the instance waits at: it moves, goes on on
+        v2, and keeps the dropped steps' task rows and audit entries as history."""
+        engine.repository.deploy(
+            {"claim.bpmn": b.linear("claim", ["user:submit", "manual:check", "user:review", "user:approve"])},
+            deployed_by="designer",
+        )
+        at_review = advance_to(engine, "review", key="D")
+        engine.repository.deploy(
+            {"claim.bpmn": b.linear("claim", ["user:review", "user:approve"])}, deployed_by="designer"
+        )
+        [check] = engine.runtime.check_migration([at_review.id], to_version=2)
+        assert check.ok, check.problems
+        [outcome] = engine.runtime.migrate_all([at_review.id], to_version=2, actor="boss")
+        assert outcome.migrated and engine.runtime.get(at_review.id).definition_version == 2
+        [entry] = engine.history.query().instance(at_review.id).action("instance_migrated").list()
+        assert entry.details["steps_taken_out"] == ["submit", "check"]
+        other = Engine.from_url(db_url, EngineConfig(live_cache_size=0))  # read back from the database
+        try:
+            assert finish(other, at_review.id) == ["review", "approve"]
+        finally:
+            other.close()
+        done = engine.tasks.query().instance(at_review.id).list()
+        assert [t.element_id for t in sorted(done, key=lambda t: t.created_at)][:1] == ["submit"]
+
+    def test_a_dropped_branch_of_a_parallel_block_still_blocks(self, engine):
+        """A step that went through a split is not in a straight line: a join counts its branches."""
+        engine.repository.deploy({"parallel.bpmn": b.parallel_users()}, deployed_by="designer")
+        instance = engine.runtime.start("parallel", started_by="li")
+        left = next(
+            t for t in engine.tasks.query().instance(instance.id).open().list() if t.element_id == "left"
+        )
+        engine.tasks.complete(left.id, actor="li")
+        one_branch = (
+            b.parallel_users()
+            .decode()
+            .replace('<bpmn:userTask id="left" name="left" camunda:candidateGroups="legal" />', "")
+            .replace('<bpmn:sequenceFlow id="f2" sourceRef="split" targetRef="left" />', "")
+            .replace('<bpmn:sequenceFlow id="f4" sourceRef="left" targetRef="join" />', "")
+        )
+        engine.repository.deploy({"parallel.bpmn": one_branch.encode()}, deployed_by="designer")
+        [check] = engine.runtime.check_migration([instance.id], to_version=2)
+        assert check.problems == ("it went through step 'left', which version 2 no longer has",)
+        with pytest.raises(ConflictError):
+            engine.runtime.migrate(instance.id, to_version=2, actor="boss")
+        assert engine.runtime.get(instance.id).definition_version == 1
+
     def test_a_second_migration_is_refused_and_unknown_versions_say_so(self, engine):
         engine.repository.deploy({"claim.bpmn": V1}, deployed_by="designer")
         instance = advance_to(engine, "review", key="A")
