@@ -18,10 +18,14 @@ the task tree directly, with the same primitives the library's reset uses:
 The caller runs this through ``engine.execution.mutate_instance``: the human-task projection, the
 message subscriptions and the timer job follow from the before/after comparison in ``persist``.
 
-Limits: targets are flow nodes of the top-level process (not inside a sub-process), activities and
-intermediate or end events (not gateways or start and boundary events). A parallel join counts the
-branches that reach it: moving into ONE branch of a parallel block leaves the join waiting for the
-others; move to every branch at once (several targets) or past the join.
+Targets are activities and intermediate or end events (not gateways, start or boundary events) of
+the top-level process, or of a sub-process (embedded or called) the instance is inside: then the
+move happens within that sub-process, as above with its tree and its active tasks, and the rest of
+the instance waits on as it was. Moving out of a sub-process is a top-level move (the sub-process
+task is what is cancelled); moving INTO a sub-process that is not running is not offered (it would
+have to be started around the target). A parallel join counts the branches that reach it: moving
+into ONE branch of a parallel block leaves the join waiting for the others; move to every branch at
+once (several targets) or past the join.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from SpiffWorkflow.bpmn.specs.bpmn_process_spec import BpmnProcessSpec
 from SpiffWorkflow.bpmn.specs.control import BoundaryEventSplit
@@ -50,7 +55,16 @@ from sqlalchemy.orm import Session
 
 from engine.context import EngineContext
 from engine.errors import ConflictError, ValidationError
-from engine.execution import ERROR, RUNNING, LiveInstance, Mutation, advance, load_instance, mutate_instance
+from engine.execution import (
+    ERROR,
+    RUNNING,
+    LiveInstance,
+    Mutation,
+    advance,
+    load_instance,
+    mutate_instance,
+    task_by_id,
+)
 from engine.results import InstancePath, StepTarget
 
 ACTIVE = TaskState.READY | TaskState.WAITING | TaskState.STARTED | TaskState.ERROR
@@ -97,15 +111,37 @@ def _kind(spec: TaskSpec) -> str:
 
 
 def targets(spec: BpmnProcessSpec) -> list[StepTarget]:
-    """The flow nodes of a top-level process an instance may be moved to, in document order."""
+    """The flow nodes of one process an instance may be moved to, in document order."""
     found = [s for s in spec.task_specs.values() if _movable(s)]
     return [StepTarget(s.bpmn_id, getattr(s, "bpmn_name", None), _kind(s)) for s in found]
 
 
-def active_tasks(workflow: BpmnWorkflow) -> list[Task]:
-    """Active tasks of the top-level process, in tree order (a running sub-process shows as its
-    STARTED task: cancelling that cancels everything inside)."""
+def active_tasks(workflow: Any) -> list[Task]:
+    """Active tasks of one process (the top level or a sub-process), in tree order (a running
+    sub-process shows as its STARTED task: cancelling that cancels everything inside)."""
     return [t for t in workflow.get_tasks(skip_subprocesses=True) if t.has_state(ACTIVE)]
+
+
+def scopes(workflow: BpmnWorkflow) -> list[Any]:
+    """Where a move can happen: the top level, then every sub-process the instance is inside."""
+    running = [
+        sub
+        for task_id, sub in workflow.subprocesses.items()
+        if (task := task_by_id(workflow, str(task_id))) is not None and task.has_state(ACTIVE)
+    ]
+    return [workflow, *running]
+
+
+def _scope_of(workflow: BpmnWorkflow, element_ids: Sequence[str]) -> Any:
+    """The one process all targets belong to (the top level first). Raises ValidationError."""
+    for scope in scopes(workflow):
+        if all(element_id in scope.spec.task_specs for element_id in element_ids):
+            return scope
+    raise ValidationError(
+        "choose steps of the same process: the top level, or one sub-process the instance is inside"
+        if len(element_ids) > 1
+        else f"{element_ids[0]!r} is not a step of this process one can move to"
+    )
 
 
 def move(workflow: BpmnWorkflow, element_ids: Sequence[str]) -> Move:
@@ -117,13 +153,14 @@ def move(workflow: BpmnWorkflow, element_ids: Sequence[str]) -> Move:
     wanted = list(dict.fromkeys(e for e in element_ids if e))
     if not wanted:
         raise ValidationError("choose the step to move to")
+    scope = _scope_of(workflow, wanted)
     specs = []
     for element_id in wanted:
-        spec = workflow.spec.task_specs.get(element_id)
-        if spec is None or not _movable(spec):
+        spec = scope.spec.task_specs[element_id]
+        if not _movable(spec):
             raise ValidationError(f"{element_id!r} is not a step of this process one can move to")
         specs.append(_entry_spec(spec))
-    active = active_tasks(workflow)
+    active = active_tasks(scope)
     if not active:
         raise ConflictError("the instance waits nowhere: nothing to move")
     anchor = _branch_root(active[0]).parent
@@ -249,8 +286,12 @@ def instance_path(ctx: EngineContext, instance_id: str) -> InstancePath:
 
 
 def instance_targets(ctx: EngineContext, instance_id: str) -> list[StepTarget]:
-    """The steps an instance may be moved to. Raises NotFoundError."""
+    """The steps an instance may be moved to: its process's, then those of the sub-processes it is
+    inside. Raises NotFoundError."""
     with ctx.db.unit_of_work(write=False) as uow:
-        row = load_instance(ctx, uow.session, instance_id, lock=False)
-        spec, _subprocess_specs = ctx.specs.get(uow.session, row.definition_id)
-    return targets(spec)
+        workflow = _stored_workflow(ctx, uow.session, instance_id)
+        if workflow is None:  # archived: only the definition is left to say it
+            row = load_instance(ctx, uow.session, instance_id, lock=False)
+            return targets(ctx.specs.get(uow.session, row.definition_id)[0])
+    found = {t.element_id: t for scope in scopes(workflow) for t in targets(scope.spec)}
+    return list(found.values())

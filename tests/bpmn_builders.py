@@ -168,3 +168,28 @@ def event_gateway_timer(pid: str, expression: str) -> bytes:
     return xml.replace(
         "</bpmn:definitions>", '<bpmn:message id="reply" name="reply" />\n</bpmn:definitions>'
     ).encode()
+
+
+def embedded_subprocess(pid: str = "nested") -> bytes:
+    """start -> ``outer`` (user) -> sub-process ``inner`` (user tasks ``a`` then ``b``) -> ``after``
+    (user) -> end."""
+    body = [
+        '<bpmn:startEvent id="start" />',
+        '<bpmn:userTask id="outer" name="outer" />',
+        '<bpmn:subProcess id="inner" name="inner">'
+        '<bpmn:startEvent id="inner_start" />'
+        '<bpmn:userTask id="a" name="a" />'
+        '<bpmn:userTask id="b" name="b" />'
+        '<bpmn:endEvent id="inner_end" />'
+        '<bpmn:sequenceFlow id="i1" sourceRef="inner_start" targetRef="a" />'
+        '<bpmn:sequenceFlow id="i2" sourceRef="a" targetRef="b" />'
+        '<bpmn:sequenceFlow id="i3" sourceRef="b" targetRef="inner_end" />'
+        "</bpmn:subProcess>",
+        '<bpmn:userTask id="after" name="after" />',
+        '<bpmn:endEvent id="end" />',
+        '<bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="outer" />',
+        '<bpmn:sequenceFlow id="f2" sourceRef="outer" targetRef="inner" />',
+        '<bpmn:sequenceFlow id="f3" sourceRef="inner" targetRef="after" />',
+        '<bpmn:sequenceFlow id="f4" sourceRef="after" targetRef="end" />',
+    ]
+    return _process(pid, pid, body)

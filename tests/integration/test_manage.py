@@ -12,7 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from engine.context import EngineConfig
 from engine.errors import ConflictError, ValidationError
+from engine.facade import Engine
 from tests import bpmn_builders as b
 from tests.conftest import process_bundle
 from tests.integration.web_support import PASSWORD, Api
@@ -376,6 +378,42 @@ class TestMoveEngine:
         assert sorted(open_steps(engine, instance.id)) == ["left", "right"]
         for task in engine.tasks.query().instance(instance.id).open().list():
             engine.tasks.complete(task.id, actor="li")
+        assert engine.runtime.get(instance.id).state == "completed"
+
+    def test_inside_a_sub_process_the_move_stays_inside_it(self, engine, db_url):
+        engine.repository.deploy({"n.bpmn": b.embedded_subprocess()}, deployed_by="x")
+        instance = engine.runtime.start("nested", started_by="li")
+        top_level = [t.element_id for t in engine.runtime.move_targets(instance.id)]
+        assert "a" not in top_level and {"outer", "inner", "after"} <= set(top_level)
+        engine.tasks.complete(engine.tasks.query().instance(instance.id).open().first().id, actor="li")
+        assert open_steps(engine, instance.id) == ["a"]
+        assert {"a", "b"} <= {t.element_id for t in engine.runtime.move_targets(instance.id)}
+
+        engine.runtime.move(instance.id, ["b"], actor="boss")  # forward, within the sub-process
+        assert open_steps(engine, instance.id) == ["b"]
+        engine.runtime.move(instance.id, ["a"], actor="boss")  # and back
+        assert open_steps(engine, instance.id) == ["a"]
+        with pytest.raises(ValidationError):
+            engine.runtime.move(instance.id, ["a", "after"], actor="boss")  # two processes at once
+        # read back by another engine with cold caches: the moved tree was stored as it is
+        other = Engine.from_url(db_url, EngineConfig(live_cache_size=0))
+        try:
+            went = []
+            while (task := other.tasks.query().instance(instance.id).open().first()) is not None:
+                went.append(task.element_id)
+                other.tasks.complete(task.id, actor="li")
+        finally:
+            other.close()
+        assert went == ["a", "b", "after"] and engine.runtime.get(instance.id).state == "completed"
+
+    def test_out_of_a_sub_process_is_a_top_level_move(self, engine):
+        engine.repository.deploy({"n.bpmn": b.embedded_subprocess()}, deployed_by="x")
+        instance = engine.runtime.start("nested", started_by="li")
+        engine.tasks.complete(engine.tasks.query().instance(instance.id).open().first().id, actor="li")
+        engine.runtime.move(instance.id, ["after"], actor="boss")
+        assert open_steps(engine, instance.id) == ["after"]
+        assert "a" not in {t.element_id for t in engine.runtime.move_targets(instance.id)}
+        engine.tasks.complete(engine.tasks.query().instance(instance.id).open().first().id, actor="li")
         assert engine.runtime.get(instance.id).state == "completed"
 
     def test_a_failed_instance_moves_past_its_error_and_bad_targets_change_nothing(self, engine):
