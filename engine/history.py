@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 
 from engine import results
@@ -26,6 +28,9 @@ def to_event(row: AuditEntry) -> results.AuditEvent:
 class AuditQuery(Query[results.AuditEvent]):
     def instance(self, instance_id: str) -> AuditQuery:
         return self._where(AuditEntry.instance_id == instance_id)
+
+    def instances(self, instance_ids: Iterable[str]) -> AuditQuery:
+        return self._where(AuditEntry.instance_id.in_(sorted(set(instance_ids))))
 
     def task(self, task_id: str) -> AuditQuery:
         return self._where(AuditEntry.task_id == task_id)

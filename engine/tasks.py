@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -171,6 +172,16 @@ class TaskQuery(Query[results.UserTask]):
         return self._order_by(HumanTask.created_at, HumanTask.id)
 
 
+_ACTION = re.compile(r"[a-z][a-z0-9_]{2,49}")
+
+
+def _comment_body(body: str | None) -> str:
+    body = (body or "").strip()
+    if not body or len(body) > 5000:
+        raise ValidationError("a comment needs 1 to 5000 characters")
+    return body
+
+
 #: up to this many open offers, "offered to me" is matched by the ids themselves (see offered_clause)
 FEW_OFFERS = 2000
 
@@ -299,30 +310,68 @@ class TaskService:
     def add_comment(
         self, instance_id: str, body: str, *, author: str, task_id: str | None = None
     ) -> results.Comment:
-        body = (body or "").strip()
-        if not body or len(body) > 5000:
-            raise ValidationError("a comment needs 1 to 5000 characters")
+        body = _comment_body(body)
         with self._ctx.db.unit_of_work() as uow:
             if uow.session.get(ProcessInstance, instance_id) is None:
                 raise NotFoundError(f"process instance {instance_id} not found")
-            now = self._ctx.now()
-            row = CommentRow(
-                instance_id=instance_id, task_id=task_id, author=author, body=body, created_at=now
-            )
-            uow.session.add(row)
-            uow.session.flush()
-            self._ctx.audit(
-                uow.session,
-                "comment_added",
-                actor=author,
-                instance_id=instance_id,
-                task_id=task_id,
-                details={"comment": row.id},
-                at=now,
-            )
+            row = self._comment(uow.session, instance_id, task_id, author, body, self._ctx.now())
             result = _to_comment(row)
             uow.commit()
         return result
+
+    def record(
+        self,
+        task_id: str,
+        action: str,
+        *,
+        actor: str,
+        details: dict[str, Any] | None = None,
+        comment: str | None = None,
+    ) -> None:
+        """Audit something done about a task outside the engine (web/vendor.py: a vendor link issued
+        or revoked), with an optional comment on the task by ``actor``, in one transaction.
+
+        ``action`` is the caller's own name (lower case and underscores, at most 50 characters).
+        Raises NotFoundError (unknown task), ValidationError (a malformed action, or a comment
+        outside 1 to 5000 characters)."""
+        if not _ACTION.fullmatch(action):
+            raise ValidationError(f"not an audit action name: {action!r}")
+        body = _comment_body(comment) if comment is not None else None
+        with self._ctx.db.unit_of_work() as uow:
+            row = uow.session.get(HumanTask, task_id)
+            if row is None:
+                raise NotFoundError(f"task {task_id} not found")
+            now = self._ctx.now()
+            if body is not None:
+                self._comment(uow.session, row.instance_id, task_id, actor, body, now)
+            self._ctx.audit(
+                uow.session,
+                action,
+                actor=actor,
+                instance_id=row.instance_id,
+                task_id=task_id,
+                element_id=row.element_id,
+                details=details,
+                at=now,
+            )
+            uow.commit()
+
+    def _comment(
+        self, session: Session, instance_id: str, task_id: str | None, author: str, body: str, now: datetime
+    ) -> CommentRow:
+        row = CommentRow(instance_id=instance_id, task_id=task_id, author=author, body=body, created_at=now)
+        session.add(row)
+        session.flush()
+        self._ctx.audit(
+            session,
+            "comment_added",
+            actor=author,
+            instance_id=instance_id,
+            task_id=task_id,
+            details={"comment": row.id},
+            at=now,
+        )
+        return row
 
     def attachment(self, attachment_id: int) -> tuple[results.Attachment, bytes]:
         """An uploaded file and its bytes (callers check that the reader may see its instance)."""

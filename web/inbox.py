@@ -68,6 +68,8 @@ def _actions() -> dict[str, str]:
         "task_cancelled": _("Step closed without completion"),
         "task_candidates_changed": _("changed who the step is offered to"),
         "comment_added": _("commented"),
+        "vendor_link_issued": _("issued a vendor link"),
+        "vendor_link_revoked": _("revoked vendor links"),
         "timer_fired": _("A timer fired"),
         "start_timer_fired": _("Started on a timer"),
         "message_received": _("A message arrived"),

@@ -322,6 +322,8 @@ def _action_labels() -> dict[str, str]:
         "task_completed": _("completed"),
         "task_cancelled": _("Step closed without completion"),
         "comment_added": _("commented"),
+        "vendor_link_issued": _("issued a vendor link"),
+        "vendor_link_revoked": _("revoked vendor links"),
         "timer_fired": _("A timer fired"),
         "message_received": _("A message arrived"),
         "signal_received": _("A signal arrived"),

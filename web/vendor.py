@@ -5,29 +5,48 @@ it, on a page or through the API. The link carries an itsdangerous token signed 
 ``SECRET_KEY`` that names that one task, the vendor and how long the link lives. It opens that task's
 form and nothing else (the form's read-only fields are all of the ticket the vendor sees), and what
 the vendor submits completes the task as the actor ``vendor:<name>``: the audit trail says who
-answered. Issuing a link is recorded as a comment on the task, by the person who issued it.
+answered. Issuing a link is recorded as a comment on the task, by the person who issued it, and
+in the audit trail (``vendor_link_issued``: the link's id, the vendor, when it expires; never the
+token).
 
 A link stops working when it expires, when its task closes (answered, cancelled, the ticket moved
-on) or when the secret key changes. A tampered link, or one used for another task, answers 404; an
-expired link, or one whose task is closed, 410.
+on), when it is revoked or when the secret key changes. Whoever may issue a link for a task may
+revoke it, on the links page or through the API: the revocation (``vendor_link_revoked`` in the
+audit trail, and a comment) ends that link and every other link issued for the task until then; a
+link issued afterwards works. The audit trail is the record: links are listed, and checked when
+opened, from the task's ``vendor_link_*`` entries (one indexed read by instance). A tampered link,
+or one used for another task, answers 404; an expired or revoked link, or one whose task is closed,
+410.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, make_response, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from engine.errors import ConflictError, NotFoundError, ValidationError
 from engine.forms import errors_from_problems, form_values
-from engine.results import UserTask
+from engine.results import AuditEvent, UserTask
 from engine.tasks import Upload
 from web.access import actionable_task
 from web.api.common import load
@@ -41,14 +60,32 @@ DEFAULT_HOURS = 72
 LIFETIMES = (24, 72, 168)  # hours offered on the page; the API takes 1 to MAX_HOURS
 MAX_HOURS = 24 * 30
 _SPACES = re.compile(r"\s+")
+ISSUED, REVOKED = "vendor_link_issued", "vendor_link_revoked"  # audit actions
+CLOSED_SHOWN = 20  # recently closed vendor steps listed with their links
 
 
 @dataclass(frozen=True)
 class VendorLink:
+    id: str
     task_id: str
     vendor: str
     url: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """A link as the audit trail knows it (never its token). ``state``: active, expired, revoked,
+    answered (its vendor answered the step) or closed (the step closed otherwise)."""
+
+    id: str
+    vendor: str
+    issued_by: str | None
+    issued_at: datetime
+    expires_at: datetime
+    state: str = "active"
+    revoked_by: str | None = None
+    revoked_at: datetime | None = None
 
 
 class VendorLinkInput(Schema):
@@ -60,10 +97,17 @@ class VendorLinkInput(Schema):
 
 
 class VendorLinkSchema(Schema):
+    id = fields.String()
     task_id = fields.String()
     vendor = fields.String()
     url = fields.String()
     expires_at = fields.AwareDateTime()
+
+
+class VendorLinkRevocationSchema(Schema):
+    task_id = fields.String()
+    revoked = fields.List(fields.String(), metadata={"description": "ids of the links that were active"})
+    revoked_at = fields.AwareDateTime()
 
 
 # for web/openapi.py: path -> method -> (summary, request, response, query parameters, status codes)
@@ -75,10 +119,21 @@ OPERATIONS = {
             "VendorLink",
             {},
             [201, 403, 404, 409, 422],
-        )
+        ),
+        "delete": (
+            "Revoke the vendor links issued for this task until now (a link issued afterwards works)",
+            None,
+            "VendorLinkRevocation",
+            {},
+            [200, 403, 404, 409, 422],
+        ),
     },
 }
-SCHEMAS = {"VendorLinkInput": VendorLinkInput, "VendorLink": VendorLinkSchema}
+SCHEMAS = {
+    "VendorLinkInput": VendorLinkInput,
+    "VendorLink": VendorLinkSchema,
+    "VendorLinkRevocation": VendorLinkRevocationSchema,
+}
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -111,19 +166,104 @@ def linkable_task(task_id: str) -> UserTask:
 
 
 def issue_link(task: UserTask, vendor: str, hours: int) -> VendorLink:
-    """Sign a link for ``task`` and record it as a comment by the issuer (no secret in the comment)."""
+    """Sign a link for ``task`` and record it, by the issuer, in the audit trail and as a comment
+    (its id, never its token)."""
     issuer = current_principal().username
-    token = _serializer().dumps({"t": task.id, "v": vendor, "h": hours, "by": issuer})
+    link_id = secrets.token_urlsafe(9)
+    token = _serializer().dumps({"t": task.id, "v": vendor, "h": hours, "by": issuer, "l": link_id})
     expires = _now() + timedelta(hours=hours)
-    engine().tasks.add_comment(
-        task.instance_id,
-        f"已向厂商「{vendor}」发出处理链接，有效至 {expires:%Y-%m-%d %H:%M} UTC。"
+    engine().tasks.record(
+        task.id,
+        ISSUED,
+        actor=issuer,
+        details={"link": link_id, "vendor": vendor, "expires_at": expires.isoformat()},
+        comment=f"已向厂商「{vendor}」发出处理链接，有效至 {expires:%Y-%m-%d %H:%M} UTC。"
         f" / Link for vendor {vendor} issued, valid until {expires:%Y-%m-%d %H:%M} UTC.",
-        author=issuer,
-        task_id=task.id,
     )
     url = url_for("vendor.answer", task_id=task.id, token=token, _external=True)
-    return VendorLink(task.id, vendor, url, expires)
+    return VendorLink(id=link_id, task_id=task.id, vendor=vendor, url=url, expires_at=expires)
+
+
+def revoke_links(task: UserTask, link_id: str | None = None) -> list[str]:
+    """End every link issued for ``task`` until now (``link_id``: the one the person chose, for the
+    record); the ids of those that were active. Raises NotFoundError for an unknown ``link_id``."""
+    revoker = current_principal().username
+    issued = issued_links([task]).get(task.id, [])
+    if link_id is not None and link_id not in {link.id for link in issued}:
+        raise NotFoundError(f"no vendor link {link_id} for this task")
+    active = [link for link in issued if link.state == "active"]
+    vendors = "、".join(sorted({link.vendor for link in active})) or "—"
+    engine().tasks.record(
+        task.id,
+        REVOKED,
+        actor=revoker,
+        details={"link": link_id, "links": [link.id for link in active]},
+        comment=f"已撤销此前发给厂商（{vendors}）的处理链接。"
+        f" / Vendor links issued until now ({vendors}) revoked.",
+    )
+    return [link.id for link in active]
+
+
+def issued_links(tasks: Iterable[UserTask]) -> dict[str, list[IssuedLink]]:
+    """The links issued for each task, newest first, with their state: from the audit trail, one
+    query by the tasks' instances (indexed)."""
+    by_id = {t.id: t for t in tasks}
+    if not by_id:
+        return {}
+    events = (
+        engine()
+        .history.query()
+        .instances(t.instance_id for t in by_id.values())
+        .action(ISSUED, REVOKED)
+        .chronological()
+        .list()
+    )
+    found: dict[str, list[AuditEvent]] = {}
+    for event in events:
+        if event.task_id in by_id:
+            found.setdefault(event.task_id, []).append(event)
+    now = _now()
+    return {task_id: _links(by_id[task_id], found.get(task_id, []), now) for task_id in by_id}
+
+
+def _links(task: UserTask, events: list[AuditEvent], now: datetime) -> list[IssuedLink]:
+    links: list[IssuedLink] = []
+    for event in events:
+        details = event.details or {}
+        if event.action == ISSUED:
+            expires = datetime.fromisoformat(str(details.get("expires_at")))
+            vendor = str(details.get("vendor") or "")
+            links.append(IssuedLink(str(details.get("link")), vendor, event.actor, event.at, expires))
+        else:  # a revocation ends every link issued before it
+            links = [
+                link if link.revoked_at else replace(link, revoked_by=event.actor, revoked_at=event.at)
+                for link in links
+            ]
+    return [replace(link, state=_state(link, task, now)) for link in reversed(links)]
+
+
+def _state(link: IssuedLink, task: UserTask, now: datetime) -> str:
+    if link.revoked_at is not None:
+        return "revoked"
+    if task.state == "ready":
+        return "active" if now <= link.expires_at else "expired"
+    if (task.completed_at or now) > link.expires_at:
+        return "expired"
+    return "answered" if task.completed_by == f"vendor:{link.vendor}" else "closed"
+
+
+def _revoked(task: UserTask, link_id: Any, signed_at: datetime) -> bool:
+    """Whether a revocation for the task came after the link was issued (audit order; a link
+    without an id, signed before links had ids, by its signing time)."""
+    events = engine().history.query().instance(task.instance_id).task(task.id).action(ISSUED, REVOKED).list()
+    revocations = [e for e in events if e.action == REVOKED]
+    if not revocations:
+        return False
+    last = max(revocations, key=lambda e: e.id)
+    issued = [e for e in events if e.action == ISSUED and (e.details or {}).get("link") == link_id]
+    if link_id and issued:
+        return issued[0].id < last.id
+    return signed_at <= last.at
 
 
 # -- staff: issue a link -------------------------------------------------------------------------------
@@ -132,13 +272,33 @@ def issue_link(task: UserTask, vendor: str, hours: int) -> VendorLink:
 @bp.get("/vendor/links")
 @login_required
 def links():
-    """The open vendor steps the caller may hand out."""
+    """The open vendor steps the caller may hand out and the caller's recently closed ones, each with
+    the links issued for it and their state."""
     principal = current_principal()
-    offered = engine().tasks.query().offered_to(principal.username, principal.groups).open()
+    eng = engine()
+    offered = eng.tasks.query().offered_to(principal.username, principal.groups).open()
     tasks = [t for t in offered.order_by_created().list(limit=500) if t.lane == VENDOR_LANE]
+    held = eng.tasks.query().assignee(principal.username).state("completed", "cancelled")
+    closed = [t for t in held.order_by_completed().list(limit=200) if t.lane == VENDOR_LANE][:CLOSED_SHOWN]
     # which ticket each step belongs to: its number and subject, so several can be told apart
-    instances = {i: engine().runtime.get(i, with_variables=True) for i in {t.instance_id for t in tasks}}
-    return render_template("vendor/links.html", tasks=tasks, instances=instances)
+    instances = {
+        i: eng.runtime.get(i, with_variables=True) for i in {t.instance_id for t in [*tasks, *closed]}
+    }
+    links_of = issued_links([*tasks, *closed])
+    closed = [t for t in closed if links_of.get(t.id)]  # closed steps matter for their links only
+    return render_template(
+        "vendor/links.html", tasks=tasks, closed=closed, instances=instances, links_of=links_of
+    )
+
+
+@bp.post("/vendor/tasks/<task_id>/links/<link_id>/revoke")
+@login_required
+def revoke(task_id: str, link_id: str):
+    """Revoke a link (and every other link issued for the step until now) from the links page."""
+    task = linkable_task(task_id)
+    revoke_links(task, link_id)
+    flash(_("Revoked: the links issued for this step until now no longer work. A new link will."), "done")
+    return redirect(url_for("vendor.links"))
 
 
 @bp.route("/vendor/tasks/<task_id>/link", methods=["GET", "POST"])
@@ -196,6 +356,15 @@ def api_new_link(task_id: str):
     return VendorLinkSchema().dump(link), 201
 
 
+@bp.delete("/api/v1/tasks/<task_id>/vendor-link")
+@login_required
+def api_revoke_links(task_id: str):
+    """Revoke every vendor link issued for an open vendor-lane task until now."""
+    task = linkable_task(task_id)
+    revoked = revoke_links(task)
+    return VendorLinkRevocationSchema().dump({"task_id": task.id, "revoked": revoked, "revoked_at": _now()})
+
+
 # -- the vendor: open the link, answer -----------------------------------------------------------------
 
 
@@ -225,6 +394,8 @@ def _open(task_id: str, token: str) -> tuple[UserTask, str]:
         raise LinkRefused(404, _("This link is not valid."))
     if task.state != "ready":
         raise LinkRefused(410, _("This request has been answered or closed already. Thank you."))
+    if _revoked(task, payload.get("l"), signed_at):
+        raise LinkRefused(410, _("This link has been withdrawn. Ask us for a new one."))
     return task, str(payload["v"])
 
 

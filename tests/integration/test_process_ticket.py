@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -245,7 +245,9 @@ class TestVendorLink:
         path = vendor_link(callers, first_task)
         vendor = callers.app.test_client()
         token = path.rsplit("/", 1)[1]
-        tampered = path[:-1] + ("A" if path[-1] != "A" else "B")
+        # a signature character that carries only data bits (the last one also carries padding)
+        head, signature = path.rsplit(".", 1)
+        tampered = f"{head}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"
         assert vendor.get(tampered).status_code == 404
         assert vendor.get(f"/vendor/{second_task['id']}/{token}").status_code == 404
         html = vendor.get(path).get_data(as_text=True)
@@ -291,3 +293,154 @@ class TestVendorLink:
         assert callers.app.test_client().get(urlsplit(link).path).status_code == 200
         comments = agent.ok("get", f"/tasks/{task['id']}/comments")["items"]
         assert [c["author"] for c in comments] == ["zhouxin"] and "ACME 维修" in comments[0]["body"]
+
+
+def revoke_form(html: str, link_id: str) -> str:
+    """The action of the links page's revoke button for ``link_id``."""
+    return re.search(rf'action="(/vendor/tasks/[^"]+/links/{re.escape(link_id)}/revoke)"', html).group(1)
+
+
+def delete(caller, path: str) -> Any:
+    return caller.client.delete(f"/api/v1{path}", headers=caller.headers)
+
+
+def link_state(html: str, link_id: str) -> str:
+    return re.search(rf'data-link="{re.escape(link_id)}" data-state="(\w+)"', html).group(1)
+
+
+class TestRevokingAVendorLink:
+    def test_a_revoked_link_is_gone_and_a_new_one_works(self, callers):
+        instance = raise_ticket(callers)
+        task = escalate(callers, instance)
+        agent = callers["zhouxin"]
+        first = agent.ok("post", f"/tasks/{task['id']}/vendor-link", 201, json={"vendor": "ACME 维修"})
+        second = agent.ok("post", f"/tasks/{task['id']}/vendor-link", 201, json={"vendor": "ACME 维修"})
+        paths = [urlsplit(first["url"]).path, urlsplit(second["url"]).path]
+        vendor = callers.app.test_client()
+        html = vendor.get(paths[0]).get_data(as_text=True)
+        before = callers.instance(instance)["variables"]
+
+        revoked = delete(agent, f"/tasks/{task['id']}/vendor-link")
+        assert revoked.status_code == 200
+        revoked = revoked.get_json()
+        assert revoked["task_id"] == task["id"] and sorted(revoked["revoked"]) == sorted(
+            [first["id"], second["id"]]
+        )
+        for path in paths:  # the link revoked, and every other issued until then
+            gone = vendor.get(path)
+            assert gone.status_code == 410 and "此链接已被撤销" in gone.get_data(as_text=True)
+            assert gone.headers["Cache-Control"] == "no-store"
+        english = vendor.get(paths[1], headers={"Accept-Language": "en"})
+        assert "This link has been withdrawn" in english.get_data(as_text=True)
+        refused = vendor.post(
+            paths[0], data={"csrf_token": csrf(html), "vendor_result": "fixed", "vendor_report": "late"}
+        )
+        assert refused.status_code == 410
+        assert callers.open_tasks(instance) == [("vendor_work", "zhouxin")]  # nothing changed
+        assert callers.instance(instance)["variables"] == before
+        history = callers.instance(instance)["history"]
+        assert not [
+            e for e in history if e["action"] == "task_completed" and e["element_id"] == "vendor_work"
+        ]
+        entry = next(e for e in history if e["action"] == "vendor_link_revoked")
+        assert (entry["actor"], entry["task_id"]) == ("zhouxin", task["id"])
+        assert sorted(entry["details"]["links"]) == sorted([first["id"], second["id"]])
+        comments = agent.ok("get", f"/tasks/{task['id']}/comments")["items"]
+        assert "revoked" in comments[-1]["body"] and comments[-1]["author"] == "zhouxin"
+
+        fresh = urlsplit(
+            agent.ok("post", f"/tasks/{task['id']}/vendor-link", 201, json={"vendor": "ACME 维修"})["url"]
+        ).path
+        page = vendor.get(fresh)
+        assert page.status_code == 200
+        answer = vendor.post(
+            fresh,
+            data={
+                "csrf_token": csrf(page.get_data(as_text=True)),
+                "vendor_result": "fixed",
+                "vendor_report": "已换定影器 Fuser replaced",
+            },
+        )
+        assert answer.status_code == 200
+        assert callers["admin"].ok("get", f"/tasks/{task['id']}")["completed_by"] == "vendor:ACME 维修"
+        assert vendor.get(paths[0]).status_code == 410
+
+    def test_the_agent_revokes_a_link_on_the_links_page(self, callers):
+        instance = raise_ticket(callers)
+        task = escalate(callers, instance)
+        agent = callers["zhouxin"]
+        issued = agent.ok("post", f"/tasks/{task['id']}/vendor-link", 201, json={"vendor": "ACME 维修"})
+        path = urlsplit(issued["url"]).path
+        listed = agent.client.get("/vendor/links", headers=agent.headers).get_data(as_text=True)
+        assert link_state(listed, issued["id"]) == "active"
+        action = revoke_form(listed, issued["id"])
+        assert agent.client.post(action, headers=agent.headers).status_code == 400  # no CSRF token
+        assert callers.app.test_client().get(path).status_code == 200
+        done = agent.client.post(action, headers=agent.headers, data={"csrf_token": csrf(listed)})
+        assert done.status_code == 302 and done.headers["Location"].endswith("/vendor/links")
+        assert callers.app.test_client().get(path).status_code == 410
+        listed = agent.client.get("/vendor/links", headers=agent.headers).get_data(as_text=True)
+        assert link_state(listed, issued["id"]) == "revoked" and f"/links/{issued['id']}/revoke" not in listed
+        entry = next(e for e in callers.instance(instance)["history"] if e["action"] == "vendor_link_revoked")
+        assert entry["actor"] == "zhouxin" and entry["details"] == {
+            "link": issued["id"],
+            "links": [issued["id"]],
+        }
+        unknown = agent.client.post(
+            action.replace(issued["id"], "nope"), headers=agent.headers, data={"csrf_token": csrf(listed)}
+        )
+        assert unknown.status_code == 404
+
+        fresh = agent.ok(
+            "post", f"/tasks/{task['id']}/vendor-link", 201, json={"vendor": "ACME 维修", "hours": 1}
+        )
+        callers.fire_timers(after=timedelta(minutes=61))
+        listed = agent.client.get("/vendor/links", headers=agent.headers).get_data(as_text=True)
+        assert link_state(listed, fresh["id"]) == "expired"
+        answering = agent.ok("post", f"/tasks/{task['id']}/vendor-link", 201, json={"vendor": "ACME 维修"})
+        vendor = callers.app.test_client()
+        page = vendor.get(urlsplit(answering["url"]).path).get_data(as_text=True)
+        vendor.post(
+            urlsplit(answering["url"]).path,
+            data={"csrf_token": csrf(page), "vendor_result": "fixed", "vendor_report": "Fuser replaced"},
+        )
+        listed = agent.client.get("/vendor/links", headers=agent.headers).get_data(as_text=True)
+        assert link_state(listed, answering["id"]) == "answered"  # the closed step, with its links
+        assert link_state(listed, issued["id"]) == "revoked" and link_state(listed, fresh["id"]) == "expired"
+
+    def test_only_who_may_issue_a_link_may_revoke_it(self, callers):
+        instance = raise_ticket(callers)
+        task = escalate(callers, instance)
+        issued = callers["zhouxin"].ok(
+            "post", f"/tasks/{task['id']}/vendor-link", 201, json={"vendor": "ACME"}
+        )
+        for name, status in (("lina", 404), ("wuhao", 404), ("sunli", 403)):  # sunli, the manager, sees it
+            assert delete(callers[name], f"/tasks/{task['id']}/vendor-link").status_code == status, name
+            caller = callers[name]
+            page = caller.client.get("/vendor/links", headers=caller.headers).get_data(as_text=True)
+            answer = caller.client.post(
+                f"/vendor/tasks/{task['id']}/links/{issued['id']}/revoke",
+                headers=caller.headers,
+                data={"csrf_token": csrf(page)},
+            )
+            assert answer.status_code == status, name
+        assert callers.app.test_client().get(urlsplit(issued["url"]).path).status_code == 200
+        assert "vendor_link_revoked" not in [a for a, _actor, _element in callers.actions(instance)]
+        assert (
+            delete(callers["admin"], f"/tasks/{task['id']}/vendor-link").status_code == 200
+        )  # may act on all
+        handle = callers["zhouxin"].task(raise_ticket(callers, business_key="T-2"), "handle")
+        assert delete(callers["zhouxin"], f"/tasks/{handle['id']}/vendor-link").status_code == 422
+
+    def test_a_link_signed_before_links_had_ids_is_revoked_too(self, callers):
+        from web.vendor import _serializer
+
+        instance = raise_ticket(callers)
+        task = escalate(callers, instance)
+        with callers.app.app_context():
+            token = _serializer().dumps({"t": task["id"], "v": "ACME 维修", "h": 72, "by": "zhouxin"})
+        vendor = callers.app.test_client()
+        assert vendor.get(f"/vendor/{task['id']}/{token}").status_code == 200
+        callers.fire_timers(after=timedelta(seconds=5))
+        assert delete(callers["zhouxin"], f"/tasks/{task['id']}/vendor-link").get_json()["revoked"] == []
+        assert vendor.get(f"/vendor/{task['id']}/{token}").status_code == 410
