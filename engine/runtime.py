@@ -387,14 +387,15 @@ class RuntimeService:
         return self.get(instance_id)
 
     def resume_sla(
-        self, instance_id: str, *, actor: str | None, reason: str | None = None
+        self, instance_id: str, *, actor: str | None, reason: str | None = None, working: bool = False
     ) -> results.ProcessInstance:
-        """Restart the SLA clock: every waiting timer and open task due date moves later by the pause."""
+        """Restart the SLA clock: every waiting timer and open task due date moves later by the pause
+        (by its working time along the business calendar when ``working``: deadlines in working hours)."""
 
         def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
             if live.row.sla_paused_at is None:
                 raise ConflictError("the SLA clock is not paused")
-            restart_clock(self._ctx, session, live, now, actor=actor, reason=reason)
+            restart_clock(self._ctx, session, live, now, actor=actor, reason=reason, working=working)
             return Mutation()
 
         mutate_instance(

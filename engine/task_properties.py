@@ -14,6 +14,9 @@
   the customer or on a vendor). It stops when such a task opens and starts again when the last one
   closes, exactly as ``RuntimeService.pause_sla``/``resume_sla`` do (``engine.sla_clock``), audited with
   the actor of the command. A clock paused by hand is left alone until a pausing task closes.
+* ``sla_time`` = ``working`` (on a pausing task): the deadlines are counted in working hours, so when
+  the clock restarts they move by the pause's working time along the business calendar (a weekend
+  or a holiday inside the pause gives nothing back); default ``wall``: by the time it stood still.
 * ``cc`` = people (``${cc}``, ``lina, wangfang``, ``department_head('法务部')``): when the task opens,
   those users are copied on the instance (抄送): they may read it from then on (``cc_instances``). A
   variable may hold a list or a comma-separated text (a form's text field); unknown users are skipped.
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from engine.execution import LiveInstance, Waits
 
 SLA = "sla"
+SLA_TIME = "sla_time"
 CC = "cc"
 PEOPLE = "people."
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -61,6 +65,10 @@ def properties_of(task: Task) -> Mapping[str, str]:
 
 def pauses_sla(task: Task) -> bool:
     return str(properties_of(task).get(SLA, "")).strip().lower() == "pause"
+
+
+def counts_working_time(task: Task) -> bool:
+    return str(properties_of(task).get(SLA_TIME, "")).strip().lower() == "working"
 
 
 def apply(
@@ -115,7 +123,15 @@ def _run_sla_clock(
     elif waiting is None and live.row.sla_paused_at is not None:
         ended = next((task for task in closed if pauses_sla(task)), None)
         if ended is not None:
-            restart_clock(ctx, session, live, now, actor=actor, reason=f"done: {_name(ended)}")
+            restart_clock(
+                ctx,
+                session,
+                live,
+                now,
+                actor=actor,
+                reason=f"done: {_name(ended)}",
+                working=counts_working_time(ended),
+            )
 
 
 def _name(task: Task) -> str:

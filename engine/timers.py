@@ -6,7 +6,7 @@ durations and dates, ``{'cycles', 'next', 'duration'}`` for cycles (see ENGINE-N
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -136,18 +136,18 @@ def timers_held(workflow: BpmnWorkflow) -> Iterator[None]:
         del workflow.refresh_timers
 
 
-def shift_timers(workflow: BpmnWorkflow, delta: timedelta) -> int:
-    """Move every waiting timer later by ``delta`` (an SLA clock paused for that long)."""
+def shift_timers(workflow: BpmnWorkflow, move: Callable[[datetime], datetime]) -> int:
+    """Move every waiting timer to ``move(when it was due)`` (an SLA clock paused: later by the pause)."""
     moved = 0
     for task in _timer_tasks(workflow):
         value = task.internal_data.get("event_value")
         if isinstance(value, dict) and value.get("next"):
-            value["next"] = (datetime.fromisoformat(value["next"]) + delta).isoformat()
+            value["next"] = move(datetime.fromisoformat(value["next"])).isoformat()
         elif isinstance(value, str):
             moment = TimerEventDefinition.get_datetime(value)
             if moment.tzinfo is None:
                 moment = moment.astimezone()
-            task.internal_data["event_value"] = (moment.astimezone(UTC) + delta).isoformat()
+            task.internal_data["event_value"] = move(moment.astimezone(UTC)).isoformat()
         else:
             continue
         moved += 1

@@ -189,6 +189,27 @@ class TestSlaPause:
         assert callers.open_tasks(instance) == [("handle", "sunli")]
 
 
+    def test_a_pause_over_a_weekend_gives_back_its_working_hours_only(self, callers):
+        instance = raise_ticket(callers)  # Monday 10:00: 8 working hours, lunch 12-13
+        agent = callers["zhouxin"]
+        assert due_of(agent.task(instance, "handle")) == beijing(24, 10)
+        callers.fire_timers(until=beijing(23, 11))
+        agent.complete(instance, "handle", action="ask_customer", question="哪个型号? Which model?")
+        callers.fire_timers(until=beijing(28, 10))  # the customer answers on Saturday morning
+        agent.complete(instance, "wait_customer", customer_reply="HP M404")
+        # the 7 working hours left at Monday 11:00 run from the next working time: Monday 30th
+        # 09:00-12:00 and 13:00-17:00 (the pause held 38 working hours, not five days)
+        handle = agent.task(instance, "handle")
+        assert due_of(handle) == beijing(30, 17)
+        resumed = next(e for e in callers.instance(instance)["history"] if e["action"] == "sla_resumed")
+        assert resumed["details"]["paused_working_seconds"] == 38 * 3600
+        assert resumed["details"]["paused_seconds"] == (4 * 24 + 23) * 3600
+        callers.fire_timers(until=beijing(30, 16, 59))
+        assert callers.open_tasks(instance) == [("handle", "zhouxin")]
+        callers.fire_timers(until=beijing(30, 17, 1))
+        assert callers.open_tasks(instance) == [("handle", "sunli")]
+
+
 class TestVendorLink:
     def test_the_vendor_answers_through_the_link_without_an_account(self, callers):
         instance = raise_ticket(callers)
