@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -40,6 +41,15 @@ class AuditQuery(Query[results.AuditEvent]):
 
     def actor(self, actor: str) -> AuditQuery:
         return self._where(AuditEntry.actor == actor)
+
+    def since(self, at: datetime) -> AuditQuery:
+        """Entries at ``at`` or later (the indexed ``at`` column)."""
+        return self._where(AuditEntry.at >= at)
+
+    def detail(self, name: str, value: str) -> AuditQuery:
+        """Entries whose ``details`` hold ``name`` with this text value (narrow by action and time first:
+        the details are not indexed)."""
+        return self._where(AuditEntry.details[name].as_string() == value)
 
     def chronological(self) -> AuditQuery:
         return self._order_by(AuditEntry.id)

@@ -15,7 +15,7 @@ from engine import modification, results, version_migration
 from engine.connectors import command_scope
 from engine.context import EngineContext
 from engine.db import UnitOfWork
-from engine.errors import ConflictError, NotAllowedError, NotFoundError
+from engine.errors import ConflictError, NotAllowedError, NotFoundError, ValidationError
 from engine.execution import (
     CANCELLED,
     ERROR,
@@ -27,6 +27,7 @@ from engine.execution import (
     advance,
     conflicts_as_errors,
     keep_live,
+    load_instance,
     mutate_instance,
     new_instance,
     open_instance,
@@ -38,7 +39,7 @@ from engine.query import Lazy, Query
 from engine.serialization import check_variables, data_to_json
 from engine.sla_clock import restart_clock, stop_clock
 from engine.task_properties import cc_instances
-from engine.tasks import offered_clause, to_task
+from engine.tasks import check_note, completion, offered_clause, record_note, to_task
 
 
 def to_instance(
@@ -251,6 +252,88 @@ class RuntimeService:
             uow.commit()
         return to_instance(record, definition_version=definition.version)
 
+    def start_and_complete(
+        self,
+        key: str,
+        *,
+        step: str,
+        data: Mapping[str, Any],
+        actor: str,
+        business_key: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+        started_by: str | None = None,
+        from_json: bool = True,
+        note: tuple[str, Mapping[str, Any]] | None = None,
+        comment: str | None = None,
+    ) -> results.ProcessInstance:
+        """Start the latest version of ``key`` and complete its first human step ``step`` with
+        ``data`` as ``actor``, in one transaction: the instance goes on exactly as if someone had
+        completed that step in their inbox (a form filled in outside Baton: web/support.py, a
+        customer's request). The result carries the instance's variables.
+
+        ``data`` is validated against the step's form as ``TaskService.complete`` does. ``note``,
+        ``(action, details)``: an audit entry of the caller's own about that step (as
+        ``TaskService.record``), with ``comment`` a comment on it by ``actor``, in the same
+        transaction. An engine error in the steps after ``step`` leaves the instance in ``error``
+        (it stands, as a completion does). Raises NotFoundError (no such process), ValidationError
+        (the form's problems, a malformed note; nothing is started), ConflictError (the process
+        does not wait at ``step`` once started, or its first steps failed; nothing is started).
+        """
+        fixed = check_variables(variables)
+        if note is not None:
+            check_note(note[0], comment)
+        elif comment is not None:
+            raise ValidationError("a comment goes with a note")
+        with conflicts_as_errors(), self._ctx.db.unit_of_work() as uow:
+            session = uow.session
+            definition = latest_definition(session, key)
+            started = start_instance(
+                self._ctx, uow, definition, business_key=business_key, variables=fixed, started_by=started_by
+            )
+            if started.state != RUNNING:
+                raise ConflictError(f"{key} failed before {step!r}: {started.error_message}")
+            task_id = session.scalar(
+                select(HumanTask.id).where(
+                    HumanTask.instance_id == started.id,
+                    HumanTask.element_id == step,
+                    HumanTask.state == "ready",
+                )
+            )
+            if task_id is None:
+                raise ConflictError(f"{key} does not wait at {step!r} when it starts")
+            row = load_instance(self._ctx, session, started.id, lock=False)
+            live = open_instance(self._ctx, session, row)
+            now = self._ctx.now()
+            change = completion(self._ctx, task_id, actor=actor, data=data, from_json=from_json)
+            with command_scope(session, row, actor=actor, now=now):  # service tasks: same transaction
+                mutation = change(session, live, now)
+            persist(
+                self._ctx,
+                session,
+                live,
+                actor=actor,
+                now=now,
+                failure=mutation.failure,
+                completed=mutation.completed,
+            )
+            if note is not None:
+                action, details = note[0], dict(note[1])
+                task_row = session.get(HumanTask, task_id)
+                record_note(
+                    self._ctx,
+                    session,
+                    task_row,
+                    action,
+                    actor=actor,
+                    details=details,
+                    comment=comment,
+                    now=now,
+                )
+            keep_live(self._ctx, uow, live)
+            found = to_instance(row, _data_of(live.workflow), definition_version=definition.version)
+            uow.commit()
+        return found
+
     def cancel(
         self, instance_id: str, *, actor: str | None, reason: str | None = None
     ) -> results.ProcessInstance:
@@ -421,14 +504,7 @@ class RuntimeService:
         """The instance's data as its most recent task sees it, plus workflow-level data."""
         if row.engine_state is None:
             return {}
-        workflow = open_instance(self._ctx, session, row, for_change=False).workflow
-        # the newest open task's data: a task inside a sub-process never becomes the workflow's last_task
-        waiting = workflow.get_tasks(state=TaskState.READY, manual=True)
-        if waiting:
-            last = max(waiting, key=lambda task: task.last_state_change)
-        else:
-            last = workflow.last_task or workflow.task_tree
-        return data_to_json({**workflow.data, **last.data})
+        return _data_of(open_instance(self._ctx, session, row, for_change=False).workflow)
 
     def query(self) -> InstanceQuery:
         # a list never needs the engine state (kilobytes per row)
@@ -492,3 +568,14 @@ class RuntimeService:
         return version_migration.migrate_instances(
             self._ctx, instance_ids, to_version=to_version, actor=actor
         )
+
+
+def _data_of(workflow: BpmnWorkflow) -> dict[str, Any]:
+    """The instance's data as its most recent task sees it, plus workflow-level data."""
+    # the newest open task's data: a task inside a sub-process never becomes the workflow's last_task
+    waiting = workflow.get_tasks(state=TaskState.READY, manual=True)
+    if waiting:
+        last = max(waiting, key=lambda task: task.last_state_change)
+    else:
+        last = workflow.last_task or workflow.task_tree
+    return data_to_json({**workflow.data, **last.data})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -314,7 +314,7 @@ class TaskService:
         with self._ctx.db.unit_of_work() as uow:
             if uow.session.get(ProcessInstance, instance_id) is None:
                 raise NotFoundError(f"process instance {instance_id} not found")
-            row = self._comment(uow.session, instance_id, task_id, author, body, self._ctx.now())
+            row = _add_comment(self._ctx, uow.session, instance_id, task_id, author, body, self._ctx.now())
             result = _to_comment(row)
             uow.commit()
         return result
@@ -334,44 +334,22 @@ class TaskService:
         ``action`` is the caller's own name (lower case and underscores, at most 50 characters).
         Raises NotFoundError (unknown task), ValidationError (a malformed action, or a comment
         outside 1 to 5000 characters)."""
-        if not _ACTION.fullmatch(action):
-            raise ValidationError(f"not an audit action name: {action!r}")
-        body = _comment_body(comment) if comment is not None else None
+        check_note(action, comment)
         with self._ctx.db.unit_of_work() as uow:
             row = uow.session.get(HumanTask, task_id)
             if row is None:
                 raise NotFoundError(f"task {task_id} not found")
-            now = self._ctx.now()
-            if body is not None:
-                self._comment(uow.session, row.instance_id, task_id, actor, body, now)
-            self._ctx.audit(
+            record_note(
+                self._ctx,
                 uow.session,
+                row,
                 action,
                 actor=actor,
-                instance_id=row.instance_id,
-                task_id=task_id,
-                element_id=row.element_id,
                 details=details,
-                at=now,
+                comment=comment,
+                now=self._ctx.now(),
             )
             uow.commit()
-
-    def _comment(
-        self, session: Session, instance_id: str, task_id: str | None, author: str, body: str, now: datetime
-    ) -> CommentRow:
-        row = CommentRow(instance_id=instance_id, task_id=task_id, author=author, body=body, created_at=now)
-        session.add(row)
-        session.flush()
-        self._ctx.audit(
-            session,
-            "comment_added",
-            actor=author,
-            instance_id=instance_id,
-            task_id=task_id,
-            details={"comment": row.id},
-            at=now,
-        )
-        return row
 
     def attachment(self, attachment_id: int) -> tuple[results.Attachment, bytes]:
         """An uploaded file and its bytes (callers check that the reader may see its instance)."""
@@ -415,43 +393,122 @@ class TaskService:
         a concurrent change won; exactly one of several concurrent completions succeeds). An engine
         error in the steps that follow leaves the instance in ``error`` (the completion stands).
         """
-        submitted = dict(data or {})
-        uploads = {name: u for name, u in (uploads or {}).items() if u.filename}
-        files = {name: (u.filename, len(u.content), u.content_type) for name, u in uploads.items()}
-
-        def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
-            task = task_by_id(live.workflow, task_id)
-            if task is None or task.state != TaskState.READY or task_id not in live.before.ready:
-                raise ConflictError("task is no longer open")
-            form = self._ctx.forms.get(session, live.row.definition_id, task.task_spec.bpmn_id)
-            if form is not None:
-                cleaned = clean(form, submitted, files=files, from_json=from_json)
-            else:
-                cleaned = check_variables(submitted)
-            for name, upload in uploads.items():
-                if name in cleaned:
-                    cleaned[name] = _store(session, live.row.id, task_id, name, upload, actor, now)
-            variable = human_task_meta(task.task_spec).form_variable
-            values = {variable: cleaned} if variable else cleaned
-
-            def run() -> None:
-                task.data.update(values)
-                task.run()
-
-            failure = advance(live.workflow, run)
-            self._ctx.audit(
-                session,
-                "task_completed",
-                actor=actor,
-                instance_id=live.row.id,
-                task_id=task_id,
-                element_id=task.task_spec.bpmn_id,
-                details={"data": data_to_json(values)},
-                at=now,
-            )
-            return Mutation(failure=failure, completed=(task_id,))
-
+        change = completion(self._ctx, task_id, actor=actor, data=data, from_json=from_json, uploads=uploads)
         mutate_instance(self._ctx, None, change, actor=actor, task_id=task_id)
+
+
+def check_note(action: str, comment: str | None) -> None:
+    """Raises ValidationError for what ``record_note`` would refuse (before any transaction)."""
+    if not _ACTION.fullmatch(action):
+        raise ValidationError(f"not an audit action name: {action!r}")
+    if comment is not None:
+        _comment_body(comment)
+
+
+def record_note(
+    ctx: EngineContext,
+    session: Session,
+    row: HumanTask,
+    action: str,
+    *,
+    actor: str,
+    details: dict[str, Any] | None,
+    comment: str | None,
+    now: datetime,
+) -> None:
+    """An audit entry of the caller's own about a task (and a comment on it by ``actor``), in the
+    caller's transaction (``TaskService.record``, ``RuntimeService.start_and_complete``); the
+    action and comment checked by ``check_note`` first."""
+    check_note(action, comment)
+    if comment is not None:
+        _add_comment(ctx, session, row.instance_id, row.id, actor, _comment_body(comment), now)
+    ctx.audit(
+        session,
+        action,
+        actor=actor,
+        instance_id=row.instance_id,
+        task_id=row.id,
+        element_id=row.element_id,
+        details=details,
+        at=now,
+    )
+
+
+def _add_comment(
+    ctx: EngineContext,
+    session: Session,
+    instance_id: str,
+    task_id: str | None,
+    author: str,
+    body: str,
+    now: datetime,
+) -> CommentRow:
+    row = CommentRow(instance_id=instance_id, task_id=task_id, author=author, body=body, created_at=now)
+    session.add(row)
+    session.flush()
+    ctx.audit(
+        session,
+        "comment_added",
+        actor=author,
+        instance_id=instance_id,
+        task_id=task_id,
+        details={"comment": row.id},
+        at=now,
+    )
+    return row
+
+
+Change = Callable[[Session, LiveInstance, datetime], Mutation]
+
+
+def completion(
+    ctx: EngineContext,
+    task_id: str,
+    *,
+    actor: str,
+    data: Mapping[str, Any] | None,
+    from_json: bool,
+    uploads: Mapping[str, Upload] | None = None,
+) -> Change:
+    """The change that completes an open task (``TaskService.complete``; ``RuntimeService.
+    start_and_complete`` runs it in the command that starts the instance)."""
+    submitted = dict(data or {})
+    uploads = {name: u for name, u in (uploads or {}).items() if u.filename}
+    files = {name: (u.filename, len(u.content), u.content_type) for name, u in uploads.items()}
+
+    def change(session: Session, live: LiveInstance, now: datetime) -> Mutation:
+        task = task_by_id(live.workflow, task_id)
+        if task is None or task.state != TaskState.READY or task_id not in live.before.ready:
+            raise ConflictError("task is no longer open")
+        form = ctx.forms.get(session, live.row.definition_id, task.task_spec.bpmn_id)
+        if form is not None:
+            cleaned = clean(form, submitted, files=files, from_json=from_json)
+        else:
+            cleaned = check_variables(submitted)
+        for name, upload in uploads.items():
+            if name in cleaned:
+                cleaned[name] = _store(session, live.row.id, task_id, name, upload, actor, now)
+        variable = human_task_meta(task.task_spec).form_variable
+        values = {variable: cleaned} if variable else cleaned
+
+        def run() -> None:
+            task.data.update(values)
+            task.run()
+
+        failure = advance(live.workflow, run)
+        ctx.audit(
+            session,
+            "task_completed",
+            actor=actor,
+            instance_id=live.row.id,
+            task_id=task_id,
+            element_id=task.task_spec.bpmn_id,
+            details={"data": data_to_json(values)},
+            at=now,
+        )
+        return Mutation(failure=failure, completed=(task_id,))
+
+    return change
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,19 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
             "Your ticket ${number} (${subject}) was received; we will get back to you soon.\n\n${link}\n",
         ),
     },
+    "ticket_received": {
+        "zh_CN": (
+            "已收到您的工单 ${number}：${subject}",
+            "${name}，您好：\n\n我们已收到您的工单 ${number}「${subject}」，客服人员会尽快与您联系。\n"
+            "来信时请注明工单号 ${number}。\n\n（此邮件由系统自动发送）\n",
+        ),
+        "en": (
+            "We received your request ${number}: ${subject}",
+            "Hello ${name},\n\nWe received your request ${number} (${subject}). One of our agents will "
+            "contact you soon.\nPlease quote ${number} when you write to us.\n\n(This message was sent "
+            "automatically.)\n",
+        ),
+    },
     "ticket_escalated": {
         "zh_CN": (
             "请协助处理工单 ${number}：${subject}",
@@ -180,8 +193,32 @@ class Mailer:
         values = params.get("values") or {}
         if not isinstance(values, Mapping):
             raise ConnectorError("send_mail: 'values' must be a dict", retryable=False)
-        messages = [self._message(params, values, address, lang, call) for address, lang in recipients]
-        addresses = [address for address, _ in recipients]
+        messages = [
+            self._message(params, values, address, lang, call.instance_id) for address, lang in recipients
+        ]
+        return self._deliver(messages, [address for address, _ in recipients])
+
+    def send(
+        self,
+        template: str,
+        to: str,
+        *,
+        locale: str,
+        values: Mapping[str, Any],
+        instance_id: str | None = None,
+    ) -> dict[str, Any]:
+        """One message from a built-in template to a plain address, outside a process step
+        (web/support.py acknowledges a customer's request in their language): sent, or logged without
+        ``BATON_SMTP_HOST``, as the operation does. Raises ``ConnectorError`` (an unknown template, an
+        address that is not one, the SMTP server failing)."""
+        address = " ".join(str(to or "").split())
+        if "@" not in address or "," in address:
+            raise ConnectorError(f"send_mail: {address!r} is not an e-mail address", retryable=False)
+        params = {"template": template}
+        message = self._message(params, values, address, normalize_locale(locale), instance_id)
+        return self._deliver([message], [address])
+
+    def _deliver(self, messages: list[EmailMessage], addresses: list[str]) -> dict[str, Any]:
         if self.settings.host is None:
             # no SMTP server configured (a fresh install, the demo): say what would have gone out
             # instead of failing the step: a process must not stop because mail is not set up yet
@@ -217,7 +254,7 @@ class Mailer:
         values: Mapping[str, Any],
         address: str,
         locale: str,
-        call: ConnectorCall,
+        instance_id: str | None,
     ) -> EmailMessage:
         name = params.get("template")
         if name:
@@ -235,9 +272,10 @@ class Mailer:
         message["To"] = address
         message["Date"] = formatdate(localtime=False)
         message["Message-ID"] = make_msgid(domain=self.settings.sender.rpartition("@")[2] or None)
-        message["Content-Language"] = "en" if locale == "en" else "zh-CN"
-        message["X-Baton-Instance"] = call.instance_id
+        if instance_id:
+            message["X-Baton-Instance"] = instance_id
         message.set_content(render(body or "", values))
+        message["Content-Language"] = "en" if locale == "en" else "zh-CN"  # after: set_content drops it
         return message
 
     def _send(self, messages: list[EmailMessage]) -> None:

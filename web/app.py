@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engine.context import EngineConfig
 from engine.db import Database, configure_engine, engine_options, normalize_url
@@ -38,8 +39,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             connectors=default_connectors(),
         ),
     )
+    if app.config.get("PROXY_HOPS"):  # behind a reverse proxy: the client's address (rate limits)
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     errors.register(app)
     i18n.init_app(app)
+    from web import support
+
+    support.init_app(app)  # before the CSRF check: its request size limit applies before a form is read
     app.before_request(check_csrf)
     app.jinja_env.globals.update(csrf_token=csrf_token, current_principal=current_principal)
 

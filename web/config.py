@@ -32,4 +32,9 @@ def load_config(instance_path: str) -> dict[str, Any]:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": os.environ.get("BATON_SECURE_COOKIES", "off") == "on",
+        # the customers' request form /support/new (web/support.py): on unless "off"; requests an
+        # address may send per hour; proxies in front of the app whose X-Forwarded-For is trusted
+        "SUPPORT_FORM": os.environ.get("BATON_SUPPORT_FORM", "on") != "off",
+        "SUPPORT_RATE_LIMIT": int(os.environ.get("BATON_SUPPORT_RATE_LIMIT", "10")),
+        "PROXY_HOPS": int(os.environ.get("BATON_PROXY_HOPS", "0")),
     }
