@@ -284,16 +284,7 @@ class TaskService:
             _require_open(row)
             now = self._ctx.now()
             details = change(row, now)
-            self._ctx.audit(
-                uow.session,
-                action,
-                actor=actor,
-                instance_id=row.instance_id,
-                task_id=row.id,
-                element_id=row.element_id,
-                details=details,
-                at=now,
-            )
+            audit_task(self._ctx, uow.session, row, action, actor=actor, details=details, now=now)
             uow.session.flush()
             result = to_task(row, now)
             uow.commit()
@@ -422,6 +413,20 @@ def record_note(
     check_note(action, comment)
     if comment is not None:
         _add_comment(ctx, session, row.instance_id, row.id, actor, _comment_body(comment), now)
+    audit_task(ctx, session, row, action, actor=actor, details=details, now=now)
+
+
+def audit_task(
+    ctx: EngineContext,
+    session: Session,
+    row: HumanTask,
+    action: str,
+    *,
+    actor: str | None,
+    details: dict[str, Any] | None,
+    now: datetime,
+) -> None:
+    """An audit entry about one task (its instance, id and element)."""
     ctx.audit(
         session,
         action,
