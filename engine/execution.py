@@ -28,7 +28,7 @@ from SpiffWorkflow.bpmn.specs.event_definitions.multiple import MultipleEventDef
 from SpiffWorkflow.bpmn.workflow import BpmnWorkflow
 from SpiffWorkflow.exceptions import SpiffWorkflowException
 from SpiffWorkflow.task import Task, TaskState
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Integer, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -91,11 +91,15 @@ _INSTANCE_OF_TASK = (
 )
 _SELECT_TASK_INSTANCE = select(*(_I[name] for name in _RECORD_FIELDS)).where(_I.id == _INSTANCE_OF_TASK)
 _SELECT_TASK_INSTANCE_LOCKED = _SELECT_TASK_INSTANCE.with_for_update()
-# the starter's department is read in the same statement (the managers' instance list filters on it)
+# the starter's department is read in the same statement (the managers' instance list filters on it),
+# unless the start names the department it counts under (a customer's ticket: no account, no department)
 _INSERT_INSTANCE = insert(ProcessInstance.__table__).values(
-    starter_department_id=select(UserAccount.department_id)
-    .where(UserAccount.username == bindparam("b_starter"))
-    .scalar_subquery()
+    starter_department_id=func.coalesce(
+        bindparam("b_department", type_=Integer),
+        select(UserAccount.department_id)
+        .where(UserAccount.username == bindparam("b_starter"))
+        .scalar_subquery(),
+    )
 )
 _MUTABLE = (
     "state",
@@ -168,6 +172,7 @@ class LiveInstance:
     before: Waits
     is_new: bool = False
     previous_due: datetime | None = None  # timer due as loaded: the job row changes only if this does
+    department_id: int | None = None  # a new instance's department, when not its starter's
 
 
 @dataclass
@@ -221,6 +226,7 @@ def new_instance(
     business_key: str | None,
     started_by: str | None,
     now: datetime,
+    department_id: int | None = None,
 ) -> LiveInstance:
     spec, subprocess_specs = ctx.specs.get(session, definition.id)
     workflow = BpmnWorkflow(spec, subprocess_specs, script_engine=ctx.script_engine)
@@ -242,7 +248,7 @@ def new_instance(
         sla_paused_at=None,
         version=0,
     )
-    return LiveInstance(row, workflow, Waits(), is_new=True)
+    return LiveInstance(row, workflow, Waits(), is_new=True, department_id=department_id)
 
 
 def advance(workflow: BpmnWorkflow, action: Callable[[], Any] | None = None) -> Failure | None:
@@ -396,7 +402,9 @@ def _write_instance(conn: Connection, live: LiveInstance) -> None:
     if live.is_new:
         row.version = 1
         params = {name: getattr(row, name) for name in _RECORD_FIELDS}
-        conn.execute(_INSERT_INSTANCE, {**params, "b_starter": row.started_by})
+        conn.execute(
+            _INSERT_INSTANCE, {**params, "b_starter": row.started_by, "b_department": live.department_id}
+        )
         live.is_new = False
         return
     params = {name: getattr(row, name) for name in _MUTABLE}

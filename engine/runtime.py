@@ -191,14 +191,25 @@ def start_instance(
     variables: dict[str, Any] | None = None,
     started_by: str | None = None,
     prepare: Callable[[BpmnWorkflow], None] | None = None,
+    department_id: int | None = None,
 ) -> InstanceRecord:
     """Create and run an instance of ``definition`` inside the caller's unit of work (not committed).
 
     ``prepare`` may adjust the fresh workflow before its first steps (a timer or message start).
+    ``department_id``: the department the instance counts under (managers' lists and figures)
+    instead of its starter's.
     """
     session = uow.session
     now = ctx.now()
-    live = new_instance(ctx, session, definition, business_key=business_key, started_by=started_by, now=now)
+    live = new_instance(
+        ctx,
+        session,
+        definition,
+        business_key=business_key,
+        started_by=started_by,
+        now=now,
+        department_id=department_id,
+    )
     data = variables or {}
 
     def seed() -> None:
@@ -265,6 +276,7 @@ class RuntimeService:
         from_json: bool = True,
         note: tuple[str, Mapping[str, Any]] | None = None,
         comment: str | None = None,
+        department_id: int | None = None,
     ) -> results.ProcessInstance:
         """Start the latest version of ``key`` and complete its first human step ``step`` with
         ``data`` as ``actor``, in one transaction: the instance goes on exactly as if someone had
@@ -275,7 +287,8 @@ class RuntimeService:
         ``(action, details)``: an audit entry of the caller's own about that step (as
         ``TaskService.record``), with ``comment`` a comment on it by ``actor``, in the same
         transaction. An engine error in the steps after ``step`` leaves the instance in ``error``
-        (it stands, as a completion does). Raises NotFoundError (no such process), ValidationError
+        (it stands, as a completion does). ``department_id``: the department the instance counts
+        under when its starter has none (a customer). Raises NotFoundError (no such process), ValidationError
         (the form's problems, a malformed note; nothing is started), ConflictError (the process
         does not wait at ``step`` once started, or its first steps failed; nothing is started).
         """
@@ -288,7 +301,13 @@ class RuntimeService:
             session = uow.session
             definition = latest_definition(session, key)
             started = start_instance(
-                self._ctx, uow, definition, business_key=business_key, variables=fixed, started_by=started_by
+                self._ctx,
+                uow,
+                definition,
+                business_key=business_key,
+                variables=fixed,
+                started_by=started_by,
+                department_id=department_id,
             )
             if started.state != RUNNING:
                 raise ConflictError(f"{key} failed before {step!r}: {started.error_message}")
@@ -357,9 +376,7 @@ class RuntimeService:
         )
         return self.get(row.id)
 
-    def withdraw(
-        self, instance_id: str, *, actor: str, reason: str | None = None
-    ) -> results.ProcessInstance:
+    def withdraw(self, instance_id: str, *, actor: str, reason: str | None = None) -> results.ProcessInstance:
         """The starter takes a request back while nobody else has acted on it (撤回): the instance ends
         as cancelled, its open tasks close, the audit trail says ``instance_withdrawn``.
 

@@ -42,6 +42,7 @@ DEPARTMENTS = {
     "法务部": "lihua",
 }
 ROOT = "总经理办公室"
+SUPPORT_DEPARTMENT = "客服部"  # takes the tickets customers raise themselves (/support/new)
 
 PEOPLE = (
     Person("admin", "系统管理员", "admin", ROOT, duty="people, every instance"),

@@ -262,10 +262,12 @@ def scheduler(interval: float, batch: int, lease_seconds: float, workers: int | 
 def demo(host: str, port: int, no_serve: bool) -> None:
     """Create the database, deploy processes/, load samples/ and serve."""
     from engine.migrate import upgrade
-    from samples.company import demo_accounts
+    from samples.company import SUPPORT_DEPARTMENT, demo_accounts
     from samples.loader import load_samples
     from web.extensions import db
 
+    # the demo company's customer service takes the tickets customers raise on /support/new
+    os.environ.setdefault("BATON_SUPPORT_DEPARTMENT", SUPPORT_DEPARTMENT)
     with _app() as app:
         with app.app_context():
             upgrade(db.engine)

@@ -36,5 +36,7 @@ def load_config(instance_path: str) -> dict[str, Any]:
         # address may send per hour; proxies in front of the app whose X-Forwarded-For is trusted
         "SUPPORT_FORM": os.environ.get("BATON_SUPPORT_FORM", "on") != "off",
         "SUPPORT_RATE_LIMIT": int(os.environ.get("BATON_SUPPORT_RATE_LIMIT", "10")),
+        # the department customers' tickets count under (managers' lists and figures); unset: none
+        "SUPPORT_DEPARTMENT": os.environ.get("BATON_SUPPORT_DEPARTMENT", ""),
         "PROXY_HOPS": int(os.environ.get("BATON_PROXY_HOPS", "0")),
     }

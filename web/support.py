@@ -21,8 +21,9 @@ Abuse: the session's CSRF token (web/security.py, 400 otherwise: the form comes 
 kept), a honeypot field (filled in: the thank-you page, nothing started), at most
 ``SUPPORT_RATE_LIMIT`` requests per address an hour (429; counted from the ``support_request``
 entries, so every web worker sees the same count), a 64 KiB request limit (413). ``BATON_SUPPORT_FORM
-=off`` hides it all (404). Behind a reverse proxy set ``BATON_PROXY_HOPS`` so the address is the
-client's, not the proxy's.
+=off`` hides it all (404). ``BATON_SUPPORT_DEPARTMENT`` names the department the customers' tickets
+count under (their starter has none): its managers track them as their agents' tickets. Behind a
+reverse proxy set ``BATON_PROXY_HOPS`` so the address is the client's, not the proxy's.
 
 The confirmation page shows the ticket number (the CRM ticket's, ``T000042``, which every later mail
 to the customer quotes) and, when the customer gave an e-mail address, they get the acknowledgement
@@ -56,7 +57,7 @@ from flask_babel import gettext as _
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from engine.connectors import ConnectorError
-from engine.errors import ConflictError, ValidationError
+from engine.errors import ConflictError, NotFoundError, ValidationError
 from engine.forms import Form, clean, errors_from_problems, form_from_schema
 from engine.results import ProcessInstance
 from integrations.mail import Mailer, MailSettings
@@ -279,6 +280,7 @@ def open_ticket(customer: Mapping[str, Any], address: str) -> ProcessInstance:
     given = [str(value) for value in who.values() if value]
     return engine().runtime.start_and_complete(
         PROCESS,
+        department_id=support_department(),
         step=STEP,
         data=register,
         actor=actor,
@@ -288,6 +290,20 @@ def open_ticket(customer: Mapping[str, Any], address: str) -> ProcessInstance:
         comment=f"客户通过自助页面提交（{'，'.join(given)}；IP {address}）。"
         f" / Submitted by the customer on the support page ({', '.join(given)}; IP {address}).",
     )  # fmt: skip
+
+
+def support_department() -> int | None:
+    """The department customers' tickets count under (``BATON_SUPPORT_DEPARTMENT``, a name or path):
+    its managers track them and see them in their figures, as the tickets their agents register.
+    None (unset, or unknown: logged) leaves them to administrators."""
+    name = (current_app.config.get("SUPPORT_DEPARTMENT") or "").strip()
+    if not name:
+        return None
+    try:
+        return engine().identity.get_department(name).id
+    except (NotFoundError, ValidationError) as exc:
+        log.warning("BATON_SUPPORT_DEPARTMENT %r: %s", name, exc)
+        return None
 
 
 def _locale() -> str:

@@ -132,6 +132,27 @@ class TestARequestBecomesATicket:
         assert comments[0]["author"] == actor and "王小明" in comments[0]["body"]
         assert "198.51.100.23" in comments[0]["body"]
 
+    def test_the_service_managers_track_it_as_their_departments(self, callers):
+        """A customer has no department: the configured one counts it, so the manager of customer
+        service finds it in their instance list and figures; unset, only administrators do."""
+        sunli = callers["sunli"]  # customer service's manager
+
+        def in_sunlis_figures() -> int:
+            return sunli.ok("get", "/measures/ticket")["started"]
+
+        before = in_sunlis_figures()
+        callers.app.config["SUPPORT_DEPARTMENT"] = "客服部"
+        tracked = instance_of(callers, number_on(Customer(callers).submit()))
+        assert in_sunlis_figures() == before + 1
+        callers.app.config["SUPPORT_DEPARTMENT"] = ""
+        untracked = instance_of(callers, number_on(Customer(callers, ip="198.51.100.9").submit()))
+        assert in_sunlis_figures() == before + 1
+        service = callers.engine.identity.get_department("客服部").id
+        assert callers.engine.runtime.get(tracked["id"]).starter_department_id == service
+        assert callers.engine.runtime.get(untracked["id"]).starter_department_id is None
+        listed = {i.id for i in callers.engine.runtime.query().starter_departments([service]).list()}
+        assert tracked["id"] in listed and untracked["id"] not in listed
+
     def test_an_e_mail_alone_or_a_phone_alone_will_do(self, callers):
         customer = Customer(callers)
         by_mail = number_on(customer.submit(customer_phone=None, customer_company=None))
