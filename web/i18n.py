@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, abort, g, redirect, request, session, url_for
+from flask import Blueprint, Flask, abort, current_app, g, redirect, request, session, url_for
 from flask_babel import Babel, format_datetime, get_locale
 
 from web.security import current_principal, engine
@@ -99,6 +99,11 @@ def compile_catalogs(root: Path) -> None:
             os.replace(tmp, mo)
         except OSError as exc:  # a read-only install: run `pybabel compile -d web/translations`
             log.warning("could not compile %s: %s", po, exc)
+
+
+def company_zone() -> str:
+    """The company's time zone (IANA name): local days of date filters and measures."""
+    return current_app.config.get("BABEL_DEFAULT_TIMEZONE") or "UTC"
 
 
 def init_app(app: Flask) -> None:

@@ -42,6 +42,7 @@ from engine.results import AuditEvent, InstancePath, ProcessInstance, UserTask
 from engine.runtime import InstanceQuery
 from web import pages
 from web.access import managed_starters, visible_instance
+from web.i18n import company_zone
 from web.inbox import process_diagram
 from web.pages import display_names, list_url, page_index, process_names
 from web.security import Principal, current_principal, engine, roles_required
@@ -224,15 +225,11 @@ class InstanceFilter:
         return sum(1 for k, _v in self.pairs() if k != "sort")
 
 
-def _company_zone() -> ZoneInfo:
-    return ZoneInfo(current_app.config.get("BABEL_DEFAULT_TIMEZONE") or "UTC")
-
-
 def _start_of(day: date | None, *, after: bool = False) -> datetime | None:
     """Midnight of ``day`` (or of the day after it) in the company's time zone."""
     if day is None:
         return None
-    return datetime.combine(day + timedelta(days=1 if after else 0), time(), tzinfo=_company_zone())
+    return datetime.combine(day + timedelta(days=1 if after else 0), time(), tzinfo=ZoneInfo(company_zone()))
 
 
 def filtered(principal: Principal, flt: InstanceFilter, query: InstanceQuery | None = None) -> InstanceQuery:

@@ -19,7 +19,7 @@ from datetime import date, timedelta
 from math import ceil
 from typing import Any
 
-from flask import Blueprint, Response, current_app, render_template, request, send_file, url_for
+from flask import Blueprint, Response, render_template, request, send_file, url_for
 from flask_babel import gettext as _
 
 from engine.errors import NotFoundError
@@ -27,6 +27,7 @@ from engine.measures import local_range, zone
 from engine.results import ProcessMeasures
 from web import pages
 from web.charts import Series, bar_chart, line_chart
+from web.i18n import company_zone
 from web.inbox import label_of, process_diagram
 from web.manage import managed_departments
 from web.security import current_principal, engine, roles_required
@@ -54,10 +55,6 @@ class Filters:
         if self.bucket:
             found["bucket"] = self.bucket
         return found
-
-
-def company_zone() -> str:
-    return current_app.config.get("BABEL_DEFAULT_TIMEZONE") or "UTC"
 
 
 def read_filters(args: Mapping[str, str]) -> tuple[Filters, list[str]]:
